@@ -1,0 +1,33 @@
+//! `strata-core`: the vocabulary every part of Strata shares.
+//!
+//! - [`wire`]: the JSON bodies of the HTTP API ([`RecordedEvent`], [`AppendRequest`], …);
+//! - [`names`]: the naming rules for streams, categories, event types and resources;
+//! - [`ExpectedVersion`] and [`WrongExpectedVersion`]: optimistic concurrency as types;
+//! - [`time`]: how timestamps look on the wire.
+//!
+//! It has no database and no HTTP dependency, so the SDK can use it as is.
+//!
+//! ```
+//! use strata_core::{AppendRequest, ExpectedVersion, NewEvent};
+//!
+//! let request: AppendRequest = serde_json::from_value(serde_json::json!({
+//!     "expected_version": "no_stream",
+//!     "events": [{"type": "Opened", "data": {"owner": "ada"}}]
+//! }))
+//! .unwrap();
+//! assert_eq!(request.expected_version, ExpectedVersion::NoStream);
+//! assert_eq!(request.events[0].event_type, "Opened");
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod names;
+pub mod time;
+mod version;
+pub mod wire;
+
+pub use version::{ExpectedVersion, StreamState, WrongExpectedVersion};
+pub use wire::{
+    AllPage, AppendRequest, AppendResult, AppendedEvent, Direction, ErrorBody, JsonObject,
+    NewEvent, PutSnapshot, RecordedEvent, Snapshot, StreamInfo, StreamList, StreamPage,
+};

@@ -1,0 +1,324 @@
+//! The command line: `strata serve | dev | migrate`, every flag with a
+//! `STRATA_…` environment twin, validated before anything starts.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Strata: an event store and CQRS server on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of `strata`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node against an existing PostgreSQL (applies pending migrations first).
+    Serve(ServeArgs),
+    /// The embedded default: start a private PostgreSQL in ./.strata/ and serve on it.
+    Dev(DevArgs),
+    /// Apply the migrations and exit.
+    Migrate(DatabaseArgs),
+}
+
+/// Where the database is.
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// PostgreSQL connection URL; `DATABASE_URL` is read too.
+    #[arg(long, env = "STRATA_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DatabaseArgs {
+    /// The URL from the flag, `STRATA_DATABASE_URL` or `DATABASE_URL`.
+    ///
+    /// # Errors
+    ///
+    /// When none is set or it is not a `postgres://` URL.
+    pub fn resolve(&self) -> Result<String, ConfigError> {
+        let url = self
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+            .filter(|u| !u.trim().is_empty())
+            .ok_or(ConfigError::MissingDatabaseUrl)?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::Invalid {
+                flag: "--database-url",
+                message: "must start with postgres:// or postgresql://".into(),
+            });
+        }
+        Ok(url)
+    }
+}
+
+/// `strata serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Where the database is.
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// How the node runs.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// `strata dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// The folder of the private PostgreSQL's data (created on first run, reused after).
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = ".strata")]
+    pub data_dir: PathBuf,
+    /// How the node runs.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The flags `serve` and `dev` share.
+#[derive(Debug, Clone, Args)]
+pub struct NodeArgs {
+    /// The address to listen on.
+    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:7700")]
+    pub listen: String,
+    /// This node's id (default: a fresh one). 1–100 characters of A-Z a-z 0-9 _ - .
+    #[arg(long, env = "STRATA_NODE_ID")]
+    pub node_id: Option<String>,
+    /// How other nodes and redirected clients reach this node (default: http:// + the listen address).
+    #[arg(long, env = "STRATA_ADVERTISED_URL")]
+    pub advertised_url: Option<String>,
+    /// Lease time-to-live for leaders of subscriptions and projections, in milliseconds.
+    #[arg(long, env = "STRATA_LEASE_TTL_MS", default_value_t = 5000)]
+    pub lease_ttl_ms: u64,
+    /// Most events in one append request.
+    #[arg(long, env = "STRATA_MAX_BATCH_EVENTS", default_value_t = 1000)]
+    pub max_batch_events: usize,
+    /// Largest event (data + metadata), in bytes.
+    #[arg(long, env = "STRATA_MAX_EVENT_BYTES", default_value_t = 1 << 20)]
+    pub max_event_bytes: usize,
+    /// Largest request body, in bytes.
+    #[arg(long, env = "STRATA_MAX_BODY_BYTES", default_value_t = 16 << 20)]
+    pub max_body_bytes: usize,
+    /// Request bodies held in memory at once, in bytes; further writers wait.
+    #[arg(long, env = "STRATA_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 << 20)]
+    pub max_inflight_body_bytes: usize,
+    /// Connections in the database pool.
+    #[arg(long, env = "STRATA_POOL_SIZE", default_value_t = 16)]
+    pub pool_size: u32,
+    /// Concurrent group-commit transactions (each batches many appends).
+    #[arg(long, env = "STRATA_COMMITTERS", default_value_t = 2)]
+    pub committers: usize,
+    /// Log format.
+    #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// A flag or variable with a value Strata cannot use.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// No database URL at all.
+    #[error(
+        "no database: pass --database-url postgres://USER@HOST:PORT/DB (or set DATABASE_URL / \
+         STRATA_DATABASE_URL), or run `strata dev` to use a private PostgreSQL"
+    )]
+    MissingDatabaseUrl,
+    /// A value out of range or malformed.
+    #[error("{flag}: {message}")]
+    Invalid {
+        /// The flag (its `STRATA_…` twin is named in the help).
+        flag: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+}
+
+/// Validated settings of one node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The address to listen on.
+    pub listen: SocketAddr,
+    /// This node's id.
+    pub node_id: String,
+    /// How others reach this node.
+    pub advertised_url: String,
+    /// Lease time-to-live.
+    pub lease_ttl: Duration,
+    /// Request and event size limits.
+    pub limits: Limits,
+    /// Database pool size.
+    pub pool_size: u32,
+    /// Concurrent group-commit transactions.
+    pub committers: usize,
+}
+
+/// Size limits on writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most events in one append.
+    pub max_batch_events: usize,
+    /// Largest event (data + metadata), in bytes.
+    pub max_event_bytes: usize,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Bodies held in memory at once, in bytes.
+    pub max_inflight_body_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_events: 1000,
+            max_event_bytes: 1 << 20,
+            max_body_bytes: 16 << 20,
+            max_inflight_body_bytes: 256 << 20,
+        }
+    }
+}
+
+impl NodeArgs {
+    /// Checks every flag and derives the defaults that depend on others.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the flag and the problem.
+    pub fn validate(&self) -> Result<NodeConfig, ConfigError> {
+        let listen: SocketAddr = self.listen.parse().map_err(|_| ConfigError::Invalid {
+            flag: "--listen",
+            message: format!("{:?} is not an address like 127.0.0.1:7700", self.listen),
+        })?;
+        let node_id = match &self.node_id {
+            Some(id) => {
+                strata_core::names::validate_resource_name(id).map_err(|e| {
+                    ConfigError::Invalid {
+                        flag: "--node-id",
+                        message: e.to_string(),
+                    }
+                })?;
+                id.clone()
+            }
+            None => format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
+        };
+        let advertised_url = match &self.advertised_url {
+            Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(url) => {
+                return Err(ConfigError::Invalid {
+                    flag: "--advertised-url",
+                    message: format!("{url:?} must start with http:// or https://"),
+                });
+            }
+            None => format!("http://{listen}"),
+        };
+        if self.lease_ttl_ms < 500 || self.lease_ttl_ms > 600_000 {
+            return Err(ConfigError::Invalid {
+                flag: "--lease-ttl-ms",
+                message: format!("{} is out of range 500..=600000", self.lease_ttl_ms),
+            });
+        }
+        let positive = |flag: &'static str, value: usize| {
+            if value == 0 {
+                Err(ConfigError::Invalid {
+                    flag,
+                    message: "must be at least 1".into(),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let limits = Limits {
+            max_batch_events: positive("--max-batch-events", self.max_batch_events)?,
+            max_event_bytes: positive("--max-event-bytes", self.max_event_bytes)?,
+            max_body_bytes: positive("--max-body-bytes", self.max_body_bytes)?,
+            max_inflight_body_bytes: positive(
+                "--max-inflight-body-bytes",
+                self.max_inflight_body_bytes,
+            )?,
+        };
+        if limits.max_inflight_body_bytes < limits.max_body_bytes {
+            return Err(ConfigError::Invalid {
+                flag: "--max-inflight-body-bytes",
+                message: format!(
+                    "{} is below --max-body-bytes ({}): a largest body could never be accepted",
+                    limits.max_inflight_body_bytes, limits.max_body_bytes
+                ),
+            });
+        }
+        if !(2..=1000).contains(&self.pool_size) {
+            return Err(ConfigError::Invalid {
+                flag: "--pool-size",
+                message: format!("{} is out of range 2..=1000", self.pool_size),
+            });
+        }
+        if !(1..=16).contains(&self.committers) || self.committers as u32 >= self.pool_size {
+            return Err(ConfigError::Invalid {
+                flag: "--committers",
+                message: format!(
+                    "{} must be in 1..=16 and below --pool-size ({})",
+                    self.committers, self.pool_size
+                ),
+            });
+        }
+        Ok(NodeConfig {
+            listen,
+            node_id,
+            advertised_url,
+            lease_ttl: Duration::from_millis(self.lease_ttl_ms),
+            limits,
+            pool_size: self.pool_size,
+            committers: self.committers,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> NodeArgs {
+        let mut all = vec!["strata", "serve"];
+        all.extend_from_slice(args);
+        match Cli::try_parse_from(all).unwrap().command {
+            Command::Serve(serve) => serve.node,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_derive_the_advertised_url() {
+        let config = parse(&[]).validate().unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:7700");
+        assert_eq!(config.advertised_url, "http://127.0.0.1:7700");
+        assert!(config.node_id.starts_with("node-"));
+        assert_eq!(config.lease_ttl, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn bad_values_name_their_flag() {
+        for (args, flag) in [
+            (&["--listen", "nowhere"][..], "--listen"),
+            (&["--node-id", "a b"][..], "--node-id"),
+            (&["--advertised-url", "ftp://x"][..], "--advertised-url"),
+            (&["--lease-ttl-ms", "10"][..], "--lease-ttl-ms"),
+            (&["--max-batch-events", "0"][..], "--max-batch-events"),
+            (&["--pool-size", "2", "--committers", "2"][..], "--committers"),
+        ] {
+            let err = parse(args).validate().unwrap_err();
+            assert!(err.to_string().starts_with(flag), "{args:?}: {err}");
+        }
+    }
+}

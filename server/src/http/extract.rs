@@ -1,0 +1,202 @@
+//! Extractors whose rejections are the contract's JSON errors (axum's own
+//! answer in plain text), naming the field or parameter at fault.
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::{StatusCode, header, request::Parts};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON body, parsed with the path of the offending field in its errors.
+/// A missing `Content-Type` is accepted; a non-JSON one is `415`.
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
+            let text = content_type.to_str().unwrap_or_default().to_ascii_lowercase();
+            let essence = text.split(';').next().unwrap_or_default().trim();
+            if essence != "application/json" && !essence.ends_with("+json") {
+                return Err(ApiError::UnsupportedMediaType(format!(
+                    "the body must be JSON (Content-Type: application/json), not {essence:?}"
+                )));
+            }
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// Parses `bytes` as `T`, or a `400` naming the field and the place.
+///
+/// # Errors
+///
+/// [`ApiError::InvalidRequest`] when the JSON is malformed or does not fit `T`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::InvalidRequest {
+            message: "the request needs a JSON body".into(),
+            field: None,
+        });
+    }
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let field = (path != ".").then_some(path);
+        ApiError::InvalidRequest {
+            message: match &field {
+                Some(field) => format!("{field}: {inner}"),
+                None => format!("malformed JSON body: {inner}"),
+            },
+            field,
+        }
+    })
+}
+
+fn body_rejection(rejection: BytesRejection) -> ApiError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::PayloadTooLarge {
+            message: "the request body is over the size limit (--max-body-bytes, 16 MiB by default)"
+                .into(),
+            field: None,
+        }
+    } else {
+        ApiError::InvalidRequest {
+            message: format!("could not read the request body: {rejection}"),
+            field: None,
+        }
+    }
+}
+
+/// The single path parameter of a route (a stream or resource name), as text.
+pub struct PathName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(name)| PathName(name))
+            .map_err(|rejection: PathRejection| {
+                ApiError::invalid("path", format!("bad path parameter: {}", rejection.body_text()))
+            })
+    }
+}
+
+/// Query parameters, taken one by one with typed checks; `finish` rejects any
+/// left over, so that a typo (`?form=3`) is an error instead of being ignored.
+pub struct Params(BTreeMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut map = BTreeMap::new();
+        let query = parts.uri.query().unwrap_or_default();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if map.insert(key.to_string(), value.to_string()).is_some() {
+                return Err(ApiError::invalid(
+                    key.to_string(),
+                    format!("query parameter {key:?} is given more than once"),
+                ));
+            }
+        }
+        Ok(Params(map))
+    }
+}
+
+impl Params {
+    /// Takes a raw text parameter.
+    pub fn text(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+
+    /// Takes an integer parameter in `min..=max`.
+    ///
+    /// # Errors
+    ///
+    /// `400` naming the parameter when it is not such an integer.
+    pub fn integer(&mut self, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+        self.0
+            .remove(name)
+            .map(|text| {
+                text.parse::<u64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            name,
+                            format!("{name} must be an integer from {min} to {max}, not {text:?}"),
+                        )
+                    })
+            })
+            .transpose()
+    }
+
+    /// Takes a boolean parameter (`true` / `false`).
+    ///
+    /// # Errors
+    ///
+    /// `400` naming the parameter when it is something else.
+    pub fn boolean(&mut self, name: &str) -> Result<Option<bool>, ApiError> {
+        self.0
+            .remove(name)
+            .map(|text| match text.as_str() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(ApiError::invalid(
+                    name,
+                    format!("{name} must be true or false, not {text:?}"),
+                )),
+            })
+            .transpose()
+    }
+
+    /// Takes the paging limit: 1–1000, 100 by default.
+    ///
+    /// # Errors
+    ///
+    /// `400` when out of range.
+    pub fn limit(&mut self) -> Result<i64, ApiError> {
+        Ok(self.integer("limit", 1, 1000)?.unwrap_or(100) as i64)
+    }
+
+    /// Takes `direction`: `forward` (default) or `backward`.
+    ///
+    /// # Errors
+    ///
+    /// `400` for anything else.
+    pub fn direction(&mut self) -> Result<strata_core::Direction, ApiError> {
+        match self.0.remove("direction").as_deref() {
+            None | Some("forward") => Ok(strata_core::Direction::Forward),
+            Some("backward") => Ok(strata_core::Direction::Backward),
+            Some(other) => Err(ApiError::invalid(
+                "direction",
+                format!("direction must be forward or backward, not {other:?}"),
+            )),
+        }
+    }
+
+    /// Rejects parameters nobody took.
+    ///
+    /// # Errors
+    ///
+    /// `400` naming the first unknown parameter.
+    pub fn finish(self, known: &str) -> Result<(), ApiError> {
+        match self.0.into_keys().next() {
+            None => Ok(()),
+            Some(key) => Err(ApiError::invalid(
+                key.clone(),
+                format!("unknown query parameter {key:?}; this endpoint takes {known}"),
+            )),
+        }
+    }
+}

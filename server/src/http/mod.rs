@@ -1,0 +1,133 @@
+//! The HTTP edge: routes, extractors, the one `ApiError`, and the JSON writers.
+//! Handlers validate input and call `store`; they hold no SQL.
+
+pub mod all;
+pub mod error;
+pub mod extract;
+pub mod json;
+pub mod openapi;
+pub mod ops;
+pub mod snapshots;
+pub mod streams;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{Method, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Limits;
+use crate::store::Appender;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The database.
+    pub pool: PgPool,
+    /// The group-commit queue.
+    pub appender: Appender,
+    /// Size limits.
+    pub limits: Limits,
+    /// Kibibytes of request bodies that may be held in memory at once.
+    pub body_budget: Arc<Semaphore>,
+    /// The Prometheus recorder's handle.
+    pub metrics: PrometheusHandle,
+}
+
+/// All routes, with their middleware.
+pub fn router(state: AppState) -> Router {
+    let max_body = state.limits.max_body_bytes;
+    Router::new()
+        .route("/streams", get(streams::list_streams))
+        .route(
+            "/streams/{stream}",
+            post(streams::append_events)
+                .get(streams::read_stream)
+                .delete(streams::delete_stream),
+        )
+        .route(
+            "/streams/{stream}/snapshot",
+            get(snapshots::get_snapshot)
+                .put(snapshots::put_snapshot)
+                .delete(snapshots::delete_snapshot),
+        )
+        .route("/all", get(all::read_all))
+        .route("/health/live", get(ops::health_live))
+        .route("/health/ready", get(ops::health_ready))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), body_budget))
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(middleware::from_fn(record_request))
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound {
+        code: "not_found",
+        message: "no such endpoint; see /openapi.json".into(),
+    }
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::Internal.into_response()
+}
+
+/// Holds a request with a body until the in-flight body budget has room for
+/// it, so that many large concurrent uploads cannot exhaust memory: they wait
+/// their turn instead.
+async fn body_budget(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if !matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return next.run(request).await;
+    }
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    // Without a length (chunked), reserve the most a body may be.
+    let bytes = declared
+        .unwrap_or(state.limits.max_body_bytes)
+        .min(state.limits.max_body_bytes);
+    let kib = (bytes / 1024 + 1) as u32;
+    let Ok(_permit) = state.body_budget.acquire_many(kib).await else {
+        return ApiError::Unavailable("the server is shutting down".into()).into_response();
+    };
+    next.run(request).await
+}
+
+/// Counts requests and their latency by route and status.
+async fn record_request(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("strata_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("strata_http_request_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

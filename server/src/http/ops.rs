@@ -1,0 +1,60 @@
+//! Operations: health, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+
+/// Liveness: `200` while the process runs.
+#[utoipa::path(get, path = "/health/live", tag = "operations",
+    responses((status = 200, description = "The process runs")))]
+pub async fn health_live() -> impl IntoResponse {
+    axum::Json(json!({"status": "live"}))
+}
+
+/// Readiness: `200` when the database answers and the schema is current.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses(
+        (status = 200, description = "Ready"),
+        (status = 503, description = "Database unreachable or schema behind", body = strata_core::ErrorBody),
+    ))]
+pub async fn health_ready(State(state): State<AppState>) -> Response {
+    if crate::store::schema_is_current(&state.pool).await {
+        axum::Json(json!({"status": "ready"})).into_response()
+    } else {
+        let mut response = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({
+                "error": "unavailable",
+                "message": "the database does not answer, or its schema is not current (run `strata migrate`)"
+            })),
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    }
+}
+
+/// Prometheus metrics, in the text exposition format.
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        state.metrics.render(),
+    )
+}
+
+/// The OpenAPI 3 document of this API.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3 document")))]
+pub async fn openapi() -> impl IntoResponse {
+    axum::Json(super::openapi::document())
+}

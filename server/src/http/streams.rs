@@ -1,0 +1,330 @@
+//! `/streams`: append, read, delete, list.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::value::RawValue;
+use strata_core::names::validate_stream_name;
+use strata_core::{AppendRequest, ExpectedVersion, StreamInfo, StreamList};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{JsonBody, Params, PathName};
+use super::json::{JsonBytes, stream_page};
+use crate::config::Limits;
+use crate::store::{self, AppendCommand, PreparedEvent};
+
+/// Checks a stream name from a path.
+///
+/// # Errors
+///
+/// `400` naming the rule broken.
+pub fn stream_name(name: String) -> Result<String, ApiError> {
+    validate_stream_name(&name).map_err(|e| ApiError::invalid("stream", e.to_string()))?;
+    Ok(name)
+}
+
+type RawAppend = AppendRequest<Box<RawValue>, Box<RawValue>>;
+
+/// Append events to a stream.
+#[utoipa::path(
+    post, path = "/streams/{stream}", tag = "streams",
+    params(("stream" = String, Path, description = "Stream name")),
+    request_body = AppendRequest,
+    responses(
+        (status = 201, description = "Appended", body = strata_core::AppendResult),
+        (status = 200, description = "Idempotent retry: the original result", body = strata_core::AppendResult),
+        (status = 400, description = "Invalid request", body = strata_core::ErrorBody),
+        (status = 409, description = "wrong_expected_version or duplicate_event_id", body = strata_core::ErrorBody),
+        (status = 410, description = "Stream hard-deleted", body = strata_core::ErrorBody),
+        (status = 413, description = "Over a size limit", body = strata_core::ErrorBody),
+        (status = 503, description = "Database unavailable", body = strata_core::ErrorBody),
+    )
+)]
+pub async fn append_events(
+    State(state): State<AppState>,
+    PathName(stream): PathName,
+    params: Params,
+    JsonBody(request): JsonBody<RawAppend>,
+) -> Result<Response, ApiError> {
+    let stream = stream_name(stream)?;
+    params.finish("no parameters")?;
+    let command = prepare(stream, request, &state.limits)?;
+    let stream = command.stream.clone();
+    let outcome = state
+        .appender
+        .append(command)
+        .await
+        .map_err(|e| ApiError::from_append(e, &stream))?;
+    let status = if outcome.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, axum::Json(outcome.result)).into_response())
+}
+
+/// Validates an append request against the naming rules and size limits.
+///
+/// # Errors
+///
+/// `400` for an empty batch, a bad type, metadata that is not an object, a
+/// repeated id or a `\u0000` in the JSON; `413` for an oversized batch or event.
+pub fn prepare(
+    stream: String,
+    request: RawAppend,
+    limits: &Limits,
+) -> Result<AppendCommand, ApiError> {
+    if request.events.is_empty() {
+        return Err(ApiError::invalid("events", "events must hold at least one event"));
+    }
+    if request.events.len() > limits.max_batch_events {
+        return Err(ApiError::PayloadTooLarge {
+            message: format!(
+                "{} events in one append; the limit is {} (--max-batch-events)",
+                request.events.len(),
+                limits.max_batch_events
+            ),
+            field: Some("events".into()),
+        });
+    }
+    let mut seen = std::collections::HashSet::with_capacity(request.events.len());
+    let mut events = Vec::with_capacity(request.events.len());
+    for (i, event) in request.events.into_iter().enumerate() {
+        let field = |name: &str| format!("events[{i}].{name}");
+        strata_core::names::validate_event_type(&event.event_type)
+            .map_err(|e| ApiError::invalid(field("type"), e.to_string()))?;
+        let data = event.data.get();
+        let metadata = event.metadata.as_ref().map_or("{}", |m| m.get());
+        if data.len() + metadata.len() > limits.max_event_bytes {
+            return Err(ApiError::PayloadTooLarge {
+                message: format!(
+                    "event {i} has {} bytes of data and metadata; the limit is {} (--max-event-bytes)",
+                    data.len() + metadata.len(),
+                    limits.max_event_bytes
+                ),
+                field: Some(format!("events[{i}]")),
+            });
+        }
+        if !metadata.starts_with('{') {
+            return Err(ApiError::invalid(field("metadata"), "metadata must be a JSON object"));
+        }
+        for (name, text) in [("data", data), ("metadata", metadata)] {
+            if has_nul_escape(text) {
+                return Err(ApiError::invalid(
+                    field(name),
+                    "JSON strings may not contain \\u0000: PostgreSQL cannot store it",
+                ));
+            }
+        }
+        let (id, client_id) = match event.id {
+            Some(id) => (id, true),
+            None => (Uuid::now_v7(), false),
+        };
+        if !seen.insert(id) {
+            return Err(ApiError::invalid(field("id"), format!("event id {id} appears twice in the batch")));
+        }
+        events.push(PreparedEvent {
+            id,
+            client_id,
+            event_type: event.event_type,
+            data: data.to_owned(),
+            metadata: metadata.to_owned(),
+            correlation_id: event.correlation_id,
+            causation_id: event.causation_id,
+        });
+    }
+    Ok(AppendCommand {
+        stream,
+        expected: request.expected_version,
+        events,
+    })
+}
+
+/// Whether valid JSON `text` has a string with the `\u0000` escape, which
+/// PostgreSQL's `jsonb` refuses.
+fn has_nul_escape(text: &str) -> bool {
+    if !text.contains("u0000") {
+        return false;
+    }
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            if bytes[i + 1..].starts_with(b"u0000") {
+                return true;
+            }
+            // Skip the escaped character, so `\\u0000` (a backslash, then
+            // "u0000") is not mistaken for the escape.
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    false
+}
+
+/// Read a stream.
+#[utoipa::path(
+    get, path = "/streams/{stream}", tag = "streams",
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("from" = Option<u64>, Query, description = "Version to start at, inclusive"),
+        ("direction" = Option<String>, Query, description = "forward (default) or backward"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 100"),
+    ),
+    responses(
+        (status = 200, description = "A page of events", body = strata_core::StreamPage),
+        (status = 404, description = "stream_not_found", body = strata_core::ErrorBody),
+        (status = 410, description = "stream_deleted", body = strata_core::ErrorBody),
+    )
+)]
+pub async fn read_stream(
+    State(state): State<AppState>,
+    PathName(stream): PathName,
+    mut params: Params,
+) -> Result<JsonBytes, ApiError> {
+    let stream = stream_name(stream)?;
+    let from = params.integer("from", 0, i64::MAX as u64)?;
+    let direction = params.direction()?;
+    let limit = params.limit()?;
+    params.finish("from, direction, limit")?;
+    let page = store::read_stream(&state.pool, &stream, from.map(|f| f as i64), direction, limit)
+        .await
+        .map_err(|e| ApiError::from_read(e, &stream))?;
+    metrics::counter!("strata_events_read_total", "source" => "stream")
+        .increment(page.events.len() as u64);
+    Ok(stream_page(&stream, &page))
+}
+
+/// Delete a stream (soft by default, `hard=true` to erase and tombstone).
+#[utoipa::path(
+    delete, path = "/streams/{stream}", tag = "streams",
+    params(
+        ("stream" = String, Path, description = "Stream name"),
+        ("hard" = Option<bool>, Query, description = "Erase the events and tombstone the name"),
+        ("expected_version" = Option<String>, Query, description = "any, no_stream, exists or a version"),
+    ),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = "stream_not_found", body = strata_core::ErrorBody),
+        (status = 409, description = "wrong_expected_version", body = strata_core::ErrorBody),
+        (status = 410, description = "stream_deleted", body = strata_core::ErrorBody),
+    )
+)]
+pub async fn delete_stream(
+    State(state): State<AppState>,
+    PathName(stream): PathName,
+    mut params: Params,
+) -> Result<StatusCode, ApiError> {
+    let stream = stream_name(stream)?;
+    let hard = params.boolean("hard")?.unwrap_or(false);
+    let expected = params
+        .text("expected_version")
+        .map(|text| text.parse::<ExpectedVersion>())
+        .transpose()
+        .map_err(|message| ApiError::invalid("expected_version", message))?
+        .unwrap_or_default();
+    params.finish("hard, expected_version")?;
+    store::delete_stream(&state.pool, &stream, expected, hard)
+        .await
+        .map_err(|e| ApiError::from_delete(e, &stream))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// List streams by name.
+#[utoipa::path(
+    get, path = "/streams", tag = "streams",
+    params(
+        ("prefix" = Option<String>, Query, description = "Only names starting with this"),
+        ("after" = Option<String>, Query, description = "Only names after this (the previous page's next)"),
+        ("limit" = Option<u32>, Query, description = "1–1000, default 100"),
+    ),
+    responses((status = 200, description = "Streams, by name", body = StreamList))
+)]
+pub async fn list_streams(
+    State(state): State<AppState>,
+    mut params: Params,
+) -> Result<axum::Json<StreamList>, ApiError> {
+    let prefix = params.text("prefix").unwrap_or_default();
+    if !prefix.is_empty() {
+        validate_stream_name(&prefix).map_err(|e| ApiError::invalid("prefix", e.to_string()))?;
+    }
+    let after = params.text("after");
+    if let Some(after) = &after {
+        validate_stream_name(after).map_err(|e| ApiError::invalid("after", e.to_string()))?;
+    }
+    let limit = params.limit()?;
+    params.finish("prefix, after, limit")?;
+    let listing = store::list_streams(&state.pool, &prefix, after.as_deref(), limit).await?;
+    Ok(axum::Json(StreamList {
+        streams: listing
+            .streams
+            .into_iter()
+            .map(|(stream, version, created_at, updated_at)| StreamInfo {
+                stream,
+                version: version as u64,
+                created_at,
+                updated_at,
+            })
+            .collect(),
+        next: listing.next,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_real_nul_escapes_only() {
+        assert!(has_nul_escape(r#"{"a":"x\u0000y"}"#));
+        assert!(has_nul_escape(r#"{"\u0000":1}"#));
+        assert!(!has_nul_escape(r#"{"a":"x\\u0000y"}"#));
+        assert!(has_nul_escape(r#"{"a":"x\\\u0000y"}"#));
+        assert!(!has_nul_escape(r#"{"a":"u0000"}"#));
+        assert!(!has_nul_escape(r#"{"a":"\u00001"}"#.replace("\\u0000", "\\u0001").as_str()));
+    }
+
+    fn request(json: &str) -> RawAppend {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn prepare_checks_limits_and_fields() {
+        let limits = Limits {
+            max_batch_events: 2,
+            max_event_bytes: 20,
+            ..Limits::default()
+        };
+        let ok = prepare("s".into(), request(r#"{"events":[{"type":"A","data":{"x":1}}]}"#), &limits)
+            .unwrap();
+        assert_eq!(ok.events[0].metadata, "{}");
+        assert!(!ok.events[0].client_id);
+
+        let cases = [
+            (r#"{"events":[]}"#, "events"),
+            (r#"{"events":[{"type":"A","data":1},{"type":"A","data":1},{"type":"A","data":1}]}"#, "events"),
+            (r#"{"events":[{"type":"A B","data":1}]}"#, "events[0].type"),
+            (r#"{"events":[{"type":"A","data":"0123456789012345678901"}]}"#, "events[0]"),
+            (r#"{"events":[{"type":"A","data":1,"metadata":[1]}]}"#, "events[0].metadata"),
+            (r#"{"events":[{"type":"A","data":"\u0000"}]}"#, "events[0].data"),
+        ];
+        for (json, field) in cases {
+            let err = prepare("s".into(), request(json), &limits).unwrap_err();
+            let got = match &err {
+                ApiError::InvalidRequest { field, .. } | ApiError::PayloadTooLarge { field, .. } => {
+                    field.clone()
+                }
+                other => panic!("{json}: unexpected {other:?}"),
+            };
+            assert_eq!(got.as_deref(), Some(field), "{json}");
+        }
+        let id = Uuid::new_v4();
+        let twice = format!(
+            r#"{{"events":[{{"id":"{id}","type":"A","data":1}},{{"id":"{id}","type":"A","data":1}}]}}"#
+        );
+        assert!(prepare("s".into(), request(&twice), &limits).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! Building and running one node: `Application::build` connects, migrates and
+//! binds; `run_until_stopped` serves until the shutdown signal, then drains.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::config::NodeConfig;
+use crate::http::{self, AppState};
+use crate::store::{self, Appender};
+
+/// A node, built and bound, not yet serving.
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    config: NodeConfig,
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every
+/// application built in this process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            // Fails only if another recorder was installed first; the handle
+            // then renders nothing, which /metrics makes visible.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Removes the password from a database URL for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            parsed.to_string()
+        }
+        Err(_) => "<unparseable URL>".to_owned(),
+    }
+}
+
+impl Application {
+    /// Connects to the database, applies pending migrations, starts the
+    /// committers and binds the listener.
+    ///
+    /// # Errors
+    ///
+    /// When the database cannot be reached or migrated, or the address cannot
+    /// be bound; each message says what to check.
+    pub async fn build(config: NodeConfig, database_url: &str) -> anyhow::Result<Self> {
+        let pool = store::connect_lazy(database_url, config.pool_size).with_context(|| {
+            format!("--database-url {} is not a valid PostgreSQL URL", redact(database_url))
+        })?;
+        store::migrate(&pool).await.with_context(|| {
+            format!(
+                "cannot migrate the database at {}; check that PostgreSQL runs there and that \
+                 the user may create tables",
+                redact(database_url)
+            )
+        })?;
+        let listener = TcpListener::bind(config.listen).await.with_context(|| {
+            format!(
+                "cannot listen on {}; is another process using it? Choose another with --listen",
+                config.listen
+            )
+        })?;
+        Ok(Self::from_parts(config, pool, listener))
+    }
+
+    fn from_parts(config: NodeConfig, pool: PgPool, listener: TcpListener) -> Self {
+        let appender = Appender::start(pool.clone(), config.committers, Arc::new(|_| {}));
+        let state = AppState {
+            pool,
+            appender,
+            limits: config.limits,
+            body_budget: Arc::new(Semaphore::new(
+                config.limits.max_inflight_body_bytes / 1024 + 1,
+            )),
+            metrics: metrics_handle(),
+        };
+        Application {
+            listener,
+            state,
+            config,
+        }
+    }
+
+    /// The address actually bound (useful with port 0).
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot report it.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` completes, then stops taking connections,
+    /// finishes in-flight requests and closes the database pool.
+    ///
+    /// # Errors
+    ///
+    /// When the server fails to accept connections.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let Application {
+            listener,
+            state,
+            config,
+        } = self;
+        let pool = state.pool.clone();
+        tracing::info!(
+            node = %config.node_id,
+            listen = %listener.local_addr()?,
+            advertised = %config.advertised_url,
+            "strata is serving"
+        );
+        let app = http::router(state);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("the HTTP server failed")?;
+        pool.close().await;
+        tracing::info!(node = %config.node_id, "strata stopped");
+        Ok(())
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}

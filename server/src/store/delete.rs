@@ -1,0 +1,99 @@
+//! Soft and hard deletion of streams.
+//!
+//! - Soft: the stream's readable range starts after its current version, so
+//!   reads answer 404 and the next append starts it again with the following
+//!   version. Its events stay in `$all`; its snapshot goes.
+//! - Hard: its events are erased (leaving holes in `$all`, which readers
+//!   tolerate) and its name is tombstoned: every later read or append is 410.
+//!
+//! Both lock the stream row, so they serialise with appends to that stream.
+
+use sqlx::{PgPool, Row};
+use strata_core::{ExpectedVersion, StreamState, WrongExpectedVersion};
+
+use super::error::StoreError;
+
+/// Why a delete was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DeleteError {
+    /// There is no readable stream of that name (never written, or already
+    /// soft-deleted when soft-deleting).
+    #[error("stream not found")]
+    StreamNotFound,
+    /// The stream was hard-deleted already.
+    #[error("stream was deleted")]
+    StreamDeleted,
+    /// The optimistic concurrency check failed.
+    #[error(transparent)]
+    WrongExpectedVersion(WrongExpectedVersion),
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for DeleteError {
+    fn from(error: sqlx::Error) -> Self {
+        DeleteError::Store(error.into())
+    }
+}
+
+/// Deletes `stream`, softly or for good.
+///
+/// # Errors
+///
+/// [`DeleteError`]: not found, already tombstoned, the expected version not
+/// met, or the database failing.
+pub async fn delete_stream(
+    pool: &PgPool,
+    stream: &str,
+    expected: ExpectedVersion,
+    hard: bool,
+) -> Result<(), DeleteError> {
+    let mut tx = pool.begin().await?;
+    let row = sqlx::query(
+        "SELECT version, first_version, tombstoned FROM streams WHERE name = $1 FOR UPDATE",
+    )
+    .bind(stream)
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(DeleteError::StreamNotFound)?;
+    let version: i64 = row.try_get("version")?;
+    let first_version: i64 = row.try_get("first_version")?;
+    if row.try_get::<bool, _>("tombstoned")? {
+        return Err(DeleteError::StreamDeleted);
+    }
+    let exists = version >= first_version;
+    if !exists && !hard {
+        return Err(DeleteError::StreamNotFound);
+    }
+    let state = StreamState {
+        version: version as u64,
+        exists,
+    };
+    if !expected.accepts(state) {
+        return Err(DeleteError::WrongExpectedVersion(WrongExpectedVersion {
+            expected,
+            actual: Some(version as u64),
+        }));
+    }
+    if hard {
+        sqlx::query("DELETE FROM events WHERE stream = $1")
+            .bind(stream)
+            .execute(&mut *tx)
+            .await?;
+    }
+    sqlx::query("DELETE FROM snapshots WHERE stream = $1")
+        .bind(stream)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE streams SET first_version = version + 1, tombstoned = $2, \
+         updated_at = clock_timestamp() WHERE name = $1",
+    )
+    .bind(stream)
+    .bind(hard)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! Everything that talks SQL to the event store tables. HTTP handlers call
+//! these functions and never write SQL themselves.
+//!
+//! Long statements live in `sql/*.sql`, each starting with a comment that
+//! lists its parameters. Queries are checked by the integration tests rather
+//! than by `sqlx::query!` at compile time, so building Strata never needs a
+//! database.
+
+mod append;
+mod delete;
+mod error;
+mod event;
+mod read;
+mod snapshot;
+
+use std::time::Duration;
+
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+pub use append::{
+    AppendCommand, AppendError, AppendOutcome, Appender, CommitHook, PreparedEvent,
+};
+pub use delete::{DeleteError, delete_stream};
+pub use error::StoreError;
+pub(crate) use event::write_json_array;
+pub use event::StoredEvent;
+pub use read::{
+    AllFilter, AllRead, ReadError, StreamListing, StreamRead, list_streams, read_all, read_stream,
+};
+pub use snapshot::{
+    SnapshotError, StoredSnapshot, delete_snapshot, get_snapshot, put_snapshot,
+};
+
+/// The schema, from `migrations/` (the only source of it).
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a pool of at most `size` connections to `url`.
+///
+/// # Errors
+///
+/// When the URL cannot be parsed. Connections are made lazily, so an
+/// unreachable database shows up on first use (as `503`), not here.
+pub fn connect_lazy(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
+    let options: PgConnectOptions = url.parse()?;
+    let options = options.application_name("strata");
+    Ok(PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(300))
+        .connect_lazy_with(options))
+}
+
+/// Applies the pending migrations.
+///
+/// # Errors
+///
+/// When the database cannot be reached or a migration fails.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Whether the database answers and has every migration applied.
+pub async fn schema_is_current(pool: &PgPool) -> bool {
+    let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    let applied: Result<Option<i64>, _> =
+        sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await;
+    matches!(applied, Ok(Some(v)) if v >= latest)
+}
