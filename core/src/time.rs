@@ -52,7 +52,9 @@ mod tests {
             #[serde(with = "super::micros")]
             at: chrono::DateTime<chrono::Utc>,
         }
-        let at = chrono::Utc.timestamp_opt(1_700_000_000, 123_456_000).unwrap();
+        let at = chrono::Utc
+            .timestamp_opt(1_700_000_000, 123_456_000)
+            .unwrap();
         let json = serde_json::to_string(&T { at }).unwrap();
         assert_eq!(json, r#"{"at":"2023-11-14T22:13:20.123456Z"}"#);
         let back: T = serde_json::from_str(&json).unwrap();

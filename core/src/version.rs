@@ -168,7 +168,14 @@ mod tests {
             assert_eq!(got, want);
             assert_eq!(serde_json::to_string(&got).unwrap(), text);
         }
-        for bad in ["-1", "1.5", "\"never\"", "null", "true", "18446744073709551615"] {
+        for bad in [
+            "-1",
+            "1.5",
+            "\"never\"",
+            "null",
+            "true",
+            "18446744073709551615",
+        ] {
             assert!(
                 serde_json::from_str::<ExpectedVersion>(bad).is_err(),
                 "{bad} should be rejected"

@@ -263,8 +263,7 @@ mod tests {
         assert_eq!(req.expected_version, ExpectedVersion::Any);
         assert_eq!(req.events[0].metadata, None);
         assert!(
-            serde_json::from_str::<AppendRequest>(r#"{"events":[],"expectedVersion":1}"#)
-                .is_err()
+            serde_json::from_str::<AppendRequest>(r#"{"events":[],"expectedVersion":1}"#).is_err()
         );
     }
 

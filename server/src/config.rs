@@ -153,8 +153,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// This node's id.
     pub node_id: String,
-    /// How others reach this node.
-    pub advertised_url: String,
+    /// How others reach this node; `None`: http:// + the bound address.
+    pub advertised_url: Option<String>,
     /// Lease time-to-live.
     pub lease_ttl: Duration,
     /// Request and event size limits.
@@ -214,7 +214,7 @@ impl NodeArgs {
         };
         let advertised_url = match &self.advertised_url {
             Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                url.trim_end_matches('/').to_owned()
+                Some(url.trim_end_matches('/').to_owned())
             }
             Some(url) => {
                 return Err(ConfigError::Invalid {
@@ -222,7 +222,7 @@ impl NodeArgs {
                     message: format!("{url:?} must start with http:// or https://"),
                 });
             }
-            None => format!("http://{listen}"),
+            None => None,
         };
         if self.lease_ttl_ms < 500 || self.lease_ttl_ms > 600_000 {
             return Err(ConfigError::Invalid {
@@ -299,10 +299,10 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_valid_and_derive_the_advertised_url() {
+    fn defaults_are_valid() {
         let config = parse(&[]).validate().unwrap();
         assert_eq!(config.listen.to_string(), "127.0.0.1:7700");
-        assert_eq!(config.advertised_url, "http://127.0.0.1:7700");
+        assert_eq!(config.advertised_url, None);
         assert!(config.node_id.starts_with("node-"));
         assert_eq!(config.lease_ttl, Duration::from_secs(5));
     }
@@ -315,7 +315,10 @@ mod tests {
             (&["--advertised-url", "ftp://x"][..], "--advertised-url"),
             (&["--lease-ttl-ms", "10"][..], "--lease-ttl-ms"),
             (&["--max-batch-events", "0"][..], "--max-batch-events"),
-            (&["--pool-size", "2", "--committers", "2"][..], "--committers"),
+            (
+                &["--pool-size", "2", "--committers", "2"][..],
+                "--committers",
+            ),
         ] {
             let err = parse(args).validate().unwrap_err();
             assert!(err.to_string().starts_with(flag), "{args:?}: {err}");

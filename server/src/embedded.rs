@@ -192,7 +192,10 @@ impl EmbeddedPostgres {
             .args(["-p", &port.to_string()])
             .args(["-c", "listen_addresses=127.0.0.1"])
             .args(["-c", "unix_socket_directories="])
-            .args(["-c", &format!("max_connections={}", options.max_connections)])
+            .args([
+                "-c",
+                &format!("max_connections={}", options.max_connections),
+            ])
             .args(["-c", "shared_buffers=128MB"]);
         if !options.durable {
             command.args([
@@ -206,15 +209,20 @@ impl EmbeddedPostgres {
         }
         command
             .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(io_err("cannot share the log file"))?)
+            .stdout(
+                log.try_clone()
+                    .map_err(io_err("cannot share the log file"))?,
+            )
             .stderr(log)
             // Ctrl-C in a terminal goes to the whole foreground process group;
             // keep PostgreSQL out of it so that Strata shuts it down in order.
             .process_group(0);
         configure_child(&mut command, run_as.as_ref());
 
-        let (child, exited) = spawn_bound_to_process(command)
-            .map_err(io_err(format!("cannot start {}", bin.join("postgres").display())))?;
+        let (child, exited) = spawn_bound_to_process(command).map_err(io_err(format!(
+            "cannot start {}",
+            bin.join("postgres").display()
+        )))?;
         let pg = EmbeddedPostgres {
             dir,
             port,
@@ -320,7 +328,7 @@ fn wait(child: &mut Child) -> io::Result<()> {
 fn configure_child(command: &mut Command, run_as: Option<&RunAs>) {
     if let Some(user) = run_as {
         command.uid(user.uid).gid(user.gid);
-        command.env("HOME", &user_home(&user.name));
+        command.env("HOME", user_home(&user.name));
         command.env("USER", &user.name);
     }
     // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
@@ -351,9 +359,10 @@ fn initdb(bin: &Path, data: &Path, run_as: Option<&RunAs>) -> Result<(), Embedde
         command.uid(user.uid).gid(user.gid);
         command.env("HOME", user_home(&user.name));
     }
-    let output = command
-        .output()
-        .map_err(io_err(format!("cannot run {}", bin.join("initdb").display())))?;
+    let output = command.output().map_err(io_err(format!(
+        "cannot run {}",
+        bin.join("initdb").display()
+    )))?;
     if !output.status.success() {
         let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&output.stderr));
@@ -417,12 +426,16 @@ pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
             Some((version, entry.path().join("bin")))
         })
         .collect();
-    versions.sort_by(|a, b| b.0.cmp(&a.0));
+    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
     candidates.extend(versions.into_iter().map(|(_, dir)| dir));
     candidates.extend(
-        ["/usr/local/pgsql/bin", "/usr/pgsql/bin", "/opt/homebrew/bin"]
-            .into_iter()
-            .map(PathBuf::from),
+        [
+            "/usr/local/pgsql/bin",
+            "/usr/pgsql/bin",
+            "/opt/homebrew/bin",
+        ]
+        .into_iter()
+        .map(PathBuf::from),
     );
     candidates
         .into_iter()
@@ -485,8 +498,11 @@ fn check_reachable(dir: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
 }
 
 fn chown(path: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
-    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid))
-        .map_err(io_err(format!("cannot hand {} to {}", path.display(), user.name)))
+    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(io_err(format!(
+        "cannot hand {} to {}",
+        path.display(),
+        user.name
+    )))
 }
 
 fn tail(path: &Path) -> String {

@@ -61,7 +61,10 @@ impl Application {
     /// be bound; each message says what to check.
     pub async fn build(config: NodeConfig, database_url: &str) -> anyhow::Result<Self> {
         let pool = store::connect_lazy(database_url, config.pool_size).with_context(|| {
-            format!("--database-url {} is not a valid PostgreSQL URL", redact(database_url))
+            format!(
+                "--database-url {} is not a valid PostgreSQL URL",
+                redact(database_url)
+            )
         })?;
         store::migrate(&pool).await.with_context(|| {
             format!(
@@ -106,6 +109,19 @@ impl Application {
         self.listener.local_addr()
     }
 
+    /// How other nodes and redirected clients reach this node: the
+    /// `--advertised-url`, or http:// + the bound address.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot report its address.
+    pub fn advertised_url(&self) -> std::io::Result<String> {
+        match &self.config.advertised_url {
+            Some(url) => Ok(url.clone()),
+            None => Ok(format!("http://{}", self.local_addr()?)),
+        }
+    }
+
     /// Serves until `shutdown` completes, then stops taking connections,
     /// finishes in-flight requests and closes the database pool.
     ///
@@ -116,6 +132,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
+        let advertised_url = self.advertised_url()?;
         let Application {
             listener,
             state,
@@ -125,7 +142,7 @@ impl Application {
         tracing::info!(
             node = %config.node_id,
             listen = %listener.local_addr()?,
-            advertised = %config.advertised_url,
+            advertised = %advertised_url,
             "strata is serving"
         );
         let app = http::router(state);

@@ -25,7 +25,10 @@ pub fn list_param<E: std::fmt::Display>(
     };
     let items: Vec<String> = text.split(',').map(str::to_owned).collect();
     if items.len() > 100 {
-        return Err(ApiError::invalid(name, format!("{name} takes at most 100 values")));
+        return Err(ApiError::invalid(
+            name,
+            format!("{name} takes at most 100 values"),
+        ));
     }
     for item in &items {
         check(item).map_err(|e| ApiError::invalid(name, e.to_string()))?;
@@ -85,7 +88,14 @@ pub async fn read_all(
     let limit = params.limit()?;
     let filter = filter_params(&mut params, true)?;
     params.finish("from, direction, limit, category, type, correlation_id")?;
-    let page = store::read_all(&state.pool, from.map(|f| f as i64), direction, limit, &filter).await?;
+    let page = store::read_all(
+        &state.pool,
+        from.map(|f| f as i64),
+        direction,
+        limit,
+        &filter,
+    )
+    .await?;
     metrics::counter!("strata_events_read_total", "source" => "all")
         .increment(page.events.len() as u64);
     Ok(all_page(&page))

@@ -85,9 +85,10 @@ impl ApiError {
             ApiError::WrongExpectedVersion(conflict) => {
                 details.insert("expected".into(), json!(conflict.expected));
                 details.insert("actual".into(), json!(conflict.actual));
-                let actual = conflict
-                    .actual
-                    .map_or_else(|| "does not exist".to_owned(), |v| format!("is at version {v}"));
+                let actual = conflict.actual.map_or_else(
+                    || "does not exist".to_owned(),
+                    |v| format!("is at version {v}"),
+                );
                 (
                     StatusCode::CONFLICT,
                     "wrong_expected_version",
@@ -119,16 +120,22 @@ impl ApiError {
                 if let Some(field) = field {
                     details.insert("field".into(), Value::String(field.clone()));
                 }
-                (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message.clone())
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    message.clone(),
+                )
             }
             ApiError::UnsupportedMediaType(message) => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 message.clone(),
             ),
-            ApiError::Unavailable(message) => {
-                (StatusCode::SERVICE_UNAVAILABLE, "unavailable", message.clone())
-            }
+            ApiError::Unavailable(message) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                message.clone(),
+            ),
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -152,9 +159,10 @@ impl IntoResponse for ApiError {
         let (status, body) = self.status_and_body();
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
         }
         response
     }

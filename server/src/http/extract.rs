@@ -3,24 +3,29 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
-use axum::http::{StatusCode, header, request::Parts};
+use axum::http::{header, request::Parts};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::ApiError;
 
 /// A JSON body, parsed with the path of the offending field in its errors.
 /// A missing `Content-Type` is accepted; a non-JSON one is `415`.
 pub struct JsonBody<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-            let text = content_type.to_str().unwrap_or_default().to_ascii_lowercase();
+            let text = content_type
+                .to_str()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
             let essence = text.split(';').next().unwrap_or_default().trim();
             if essence != "application/json" && !essence.ends_with("+json") {
                 return Err(ApiError::UnsupportedMediaType(format!(
@@ -28,9 +33,59 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
                 )));
             }
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        let bytes = read_body(req, state.limits.max_body_bytes).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// How much of an oversized body is read and thrown away before answering
+/// `413`, as a multiple of the limit. Answering while the client is still
+/// sending would make the kernel reset the connection, and the client would
+/// see a dropped connection instead of the `413`; past this much, it does.
+const DRAIN_FACTOR: usize = 4;
+
+/// Reads the whole body, at most `limit` bytes of it; over that, `413`.
+async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let too_large = || ApiError::PayloadTooLarge {
+        message: format!(
+            "the request body is over the size limit of {limit} bytes (--max-body-bytes)"
+        ),
+        field: None,
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let expects_continue = req
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if declared.is_some_and(|n| n > limit) && expects_continue {
+        // The client waits for our go-ahead: refuse before it sends anything.
+        return Err(too_large());
+    }
+    let mut body = Body::into_data_stream(req.into_body());
+    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|e| ApiError::InvalidRequest {
+            message: format!("could not read the request body: {e}"),
+            field: None,
+        })?;
+        if bytes.len() + chunk.len() > limit {
+            let mut drained = bytes.len() + chunk.len();
+            drop(bytes);
+            while drained <= limit.saturating_mul(DRAIN_FACTOR) {
+                match body.next().await {
+                    Some(Ok(chunk)) => drained += chunk.len(),
+                    _ => break,
+                }
+            }
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
 }
 
 /// Parses `bytes` as `T`, or a `400` naming the field and the place.
@@ -60,21 +115,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-fn body_rejection(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::PayloadTooLarge {
-            message: "the request body is over the size limit (--max-body-bytes, 16 MiB by default)"
-                .into(),
-            field: None,
-        }
-    } else {
-        ApiError::InvalidRequest {
-            message: format!("could not read the request body: {rejection}"),
-            field: None,
-        }
-    }
-}
-
 /// The single path parameter of a route (a stream or resource name), as text.
 pub struct PathName(pub String);
 
@@ -86,7 +126,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PathName {
             .await
             .map(|Path(name)| PathName(name))
             .map_err(|rejection: PathRejection| {
-                ApiError::invalid("path", format!("bad path parameter: {}", rejection.body_text()))
+                ApiError::invalid(
+                    "path",
+                    format!("bad path parameter: {}", rejection.body_text()),
+                )
             })
     }
 }

@@ -12,7 +12,10 @@ pub struct JsonBytes(pub Vec<u8>);
 impl IntoResponse for JsonBytes {
     fn into_response(self) -> Response {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             self.0,
         )
             .into_response()

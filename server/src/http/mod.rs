@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -46,7 +46,6 @@ pub struct AppState {
 
 /// All routes, with their middleware.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.limits.max_body_bytes;
     Router::new()
         .route("/streams", get(streams::list_streams))
         .route(
@@ -69,7 +68,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), body_budget))
-        .layer(DefaultBodyLimit::max(max_body))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http())
@@ -96,7 +94,10 @@ fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
 /// it, so that many large concurrent uploads cannot exhaust memory: they wait
 /// their turn instead.
 async fn body_budget(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !matches!(*request.method(), Method::POST | Method::PUT | Method::PATCH) {
+    if !matches!(
+        *request.method(),
+        Method::POST | Method::PUT | Method::PATCH
+    ) {
         return next.run(request).await;
     }
     let declared = request

@@ -77,7 +77,10 @@ pub fn prepare(
     limits: &Limits,
 ) -> Result<AppendCommand, ApiError> {
     if request.events.is_empty() {
-        return Err(ApiError::invalid("events", "events must hold at least one event"));
+        return Err(ApiError::invalid(
+            "events",
+            "events must hold at least one event",
+        ));
     }
     if request.events.len() > limits.max_batch_events {
         return Err(ApiError::PayloadTooLarge {
@@ -108,7 +111,10 @@ pub fn prepare(
             });
         }
         if !metadata.starts_with('{') {
-            return Err(ApiError::invalid(field("metadata"), "metadata must be a JSON object"));
+            return Err(ApiError::invalid(
+                field("metadata"),
+                "metadata must be a JSON object",
+            ));
         }
         for (name, text) in [("data", data), ("metadata", metadata)] {
             if has_nul_escape(text) {
@@ -123,7 +129,10 @@ pub fn prepare(
             None => (Uuid::now_v7(), false),
         };
         if !seen.insert(id) {
-            return Err(ApiError::invalid(field("id"), format!("event id {id} appears twice in the batch")));
+            return Err(ApiError::invalid(
+                field("id"),
+                format!("event id {id} appears twice in the batch"),
+            ));
         }
         events.push(PreparedEvent {
             id,
@@ -190,9 +199,15 @@ pub async fn read_stream(
     let direction = params.direction()?;
     let limit = params.limit()?;
     params.finish("from, direction, limit")?;
-    let page = store::read_stream(&state.pool, &stream, from.map(|f| f as i64), direction, limit)
-        .await
-        .map_err(|e| ApiError::from_read(e, &stream))?;
+    let page = store::read_stream(
+        &state.pool,
+        &stream,
+        from.map(|f| f as i64),
+        direction,
+        limit,
+    )
+    .await
+    .map_err(|e| ApiError::from_read(e, &stream))?;
     metrics::counter!("strata_events_read_total", "source" => "stream")
         .increment(page.events.len() as u64);
     Ok(stream_page(&stream, &page))
@@ -284,7 +299,9 @@ mod tests {
         assert!(!has_nul_escape(r#"{"a":"x\\u0000y"}"#));
         assert!(has_nul_escape(r#"{"a":"x\\\u0000y"}"#));
         assert!(!has_nul_escape(r#"{"a":"u0000"}"#));
-        assert!(!has_nul_escape(r#"{"a":"\u00001"}"#.replace("\\u0000", "\\u0001").as_str()));
+        assert!(!has_nul_escape(
+            r#"{"a":"\u00001"}"#.replace("\\u0000", "\\u0001").as_str()
+        ));
     }
 
     fn request(json: &str) -> RawAppend {
@@ -298,25 +315,40 @@ mod tests {
             max_event_bytes: 20,
             ..Limits::default()
         };
-        let ok = prepare("s".into(), request(r#"{"events":[{"type":"A","data":{"x":1}}]}"#), &limits)
-            .unwrap();
+        let ok = prepare(
+            "s".into(),
+            request(r#"{"events":[{"type":"A","data":{"x":1}}]}"#),
+            &limits,
+        )
+        .unwrap();
         assert_eq!(ok.events[0].metadata, "{}");
         assert!(!ok.events[0].client_id);
 
         let cases = [
             (r#"{"events":[]}"#, "events"),
-            (r#"{"events":[{"type":"A","data":1},{"type":"A","data":1},{"type":"A","data":1}]}"#, "events"),
+            (
+                r#"{"events":[{"type":"A","data":1},{"type":"A","data":1},{"type":"A","data":1}]}"#,
+                "events",
+            ),
             (r#"{"events":[{"type":"A B","data":1}]}"#, "events[0].type"),
-            (r#"{"events":[{"type":"A","data":"0123456789012345678901"}]}"#, "events[0]"),
-            (r#"{"events":[{"type":"A","data":1,"metadata":[1]}]}"#, "events[0].metadata"),
-            (r#"{"events":[{"type":"A","data":"\u0000"}]}"#, "events[0].data"),
+            (
+                r#"{"events":[{"type":"A","data":"0123456789012345678901"}]}"#,
+                "events[0]",
+            ),
+            (
+                r#"{"events":[{"type":"A","data":1,"metadata":[1]}]}"#,
+                "events[0].metadata",
+            ),
+            (
+                r#"{"events":[{"type":"A","data":"\u0000"}]}"#,
+                "events[0].data",
+            ),
         ];
         for (json, field) in cases {
             let err = prepare("s".into(), request(json), &limits).unwrap_err();
             let got = match &err {
-                ApiError::InvalidRequest { field, .. } | ApiError::PayloadTooLarge { field, .. } => {
-                    field.clone()
-                }
+                ApiError::InvalidRequest { field, .. }
+                | ApiError::PayloadTooLarge { field, .. } => field.clone(),
                 other => panic!("{json}: unexpected {other:?}"),
             };
             assert_eq!(got.as_deref(), Some(field), "{json}");

@@ -242,7 +242,9 @@ async fn run_group(pool: &PgPool, group: Vec<Job>, on_commit: &CommitHook) -> Ve
                     Failure::Data => {
                         let message = database_message(&error);
                         for job in group {
-                            let _ = job.reply.send(Err(AppendError::InvalidData(message.clone())));
+                            let _ = job
+                                .reply
+                                .send(Err(AppendError::InvalidData(message.clone())));
                         }
                         return Vec::new();
                     }
@@ -531,7 +533,8 @@ fn idempotent_result(
     command: &AppendCommand,
     stored: &HashMap<Uuid, StoredId>,
 ) -> Result<AppendOutcome, AppendError> {
-    let matches: Option<Vec<&StoredId>> = command.events.iter().map(|e| stored.get(&e.id)).collect();
+    let matches: Option<Vec<&StoredId>> =
+        command.events.iter().map(|e| stored.get(&e.id)).collect();
     let is_retry = matches.as_ref().is_some_and(|found| {
         found.iter().all(|s| s.stream == command.stream)
             && found.windows(2).all(|w| w[1].version == w[0].version + 1)

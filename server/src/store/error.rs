@@ -49,10 +49,12 @@ fn classify_db(db: &dyn DatabaseError) -> Failure {
     }
     let code = db.code().unwrap_or_default();
     // SQLSTATE classes, from PostgreSQL's errcodes appendix: 08 connection
-    // exception, 53 insufficient resources, 57 operator intervention (shutdown),
-    // 40 transaction rollback (deadlock, serialization), 22 data exception.
+    // exception, 28 authorization (a password changed), 3D no such database,
+    // 53 insufficient resources, 55 not in prerequisite state (connections to
+    // the database disallowed), 57 operator intervention (shutdown), 58 system
+    // error; 40 transaction rollback (deadlock, serialization); 22 data exception.
     match code.get(..2) {
-        Some("08" | "53" | "57") => Failure::Unavailable,
+        Some("08" | "28" | "3D" | "53" | "55" | "57" | "58") => Failure::Unavailable,
         Some("40") => Failure::Retry,
         Some("22") => Failure::Data,
         _ => Failure::Other,

@@ -19,19 +19,15 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub use append::{
-    AppendCommand, AppendError, AppendOutcome, Appender, CommitHook, PreparedEvent,
-};
+pub use append::{AppendCommand, AppendError, AppendOutcome, Appender, CommitHook, PreparedEvent};
 pub use delete::{DeleteError, delete_stream};
 pub use error::StoreError;
-pub(crate) use event::write_json_array;
 pub use event::StoredEvent;
+pub(crate) use event::write_json_array;
 pub use read::{
     AllFilter, AllRead, ReadError, StreamListing, StreamRead, list_streams, read_all, read_stream,
 };
-pub use snapshot::{
-    SnapshotError, StoredSnapshot, delete_snapshot, get_snapshot, put_snapshot,
-};
+pub use snapshot::{SnapshotError, StoredSnapshot, delete_snapshot, get_snapshot, put_snapshot};
 
 /// The schema, from `migrations/` (the only source of it).
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");

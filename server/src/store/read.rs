@@ -216,7 +216,11 @@ pub async fn read_all(
 /// position order. Parameters: $1 from, $2 limit, $3 categories text[],
 /// $4 types text[], $5 correlation id (unused ones are null).
 fn all_sql(forward: bool, filter: &AllFilter) -> String {
-    let (cmp, order) = if forward { (">=", "ASC") } else { ("<=", "DESC") };
+    let (cmp, order) = if forward {
+        (">=", "ASC")
+    } else {
+        ("<=", "DESC")
+    };
     let mut conditions: Vec<&str> = Vec::new();
     let source = if filter.correlation_id.is_some() {
         conditions.push("e.correlation_id = $5");
@@ -274,11 +278,20 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
         ]
         .concat(),
     };
-    ["SELECT h.position AS head, ev.* FROM all_head h LEFT JOIN LATERAL (", &page].concat()
+    [
+        "SELECT h.position AS head, ev.* FROM all_head h LEFT JOIN LATERAL (",
+        &page,
+    ]
+    .concat()
 }
 
 /// `(name, version, created_at, updated_at)` of a listed stream.
-pub type ListedStream = (String, i64, chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>);
+pub type ListedStream = (
+    String,
+    i64,
+    chrono::DateTime<chrono::Utc>,
+    chrono::DateTime<chrono::Utc>,
+);
 
 /// A page of the stream listing.
 #[derive(Debug)]

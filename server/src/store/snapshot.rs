@@ -51,10 +51,10 @@ pub enum SnapshotError {
 impl From<sqlx::Error> for SnapshotError {
     fn from(error: sqlx::Error) -> Self {
         use super::error::{Failure, classify};
-        if classify(&error) == Failure::Data {
-            if let sqlx::Error::Database(db) = &error {
-                return SnapshotError::InvalidData(db.message().to_owned());
-            }
+        if let sqlx::Error::Database(db) = &error
+            && classify(&error) == Failure::Data
+        {
+            return SnapshotError::InvalidData(db.message().to_owned());
         }
         SnapshotError::Store(error.into())
     }

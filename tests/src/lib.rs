@@ -1,0 +1,19 @@
+//! The test harness of Strata's end-to-end tests.
+//!
+//! - [`TestDatabase`]: a fresh database per test, on the PostgreSQL at
+//!   `DATABASE_URL` when set, otherwise on a private PostgreSQL this process
+//!   starts from the system's binaries (the same launcher as `strata dev`);
+//!   dropped when the test ends.
+//! - [`StrataNode`]: a real `strata serve` process on a free port.
+//! - [`Api`]: a small JSON client for assertions on status and body.
+//! - [`wait_until`]: bounded waiting for an asynchronous outcome.
+
+mod api;
+mod node;
+mod postgres;
+mod wait;
+
+pub use api::{Api, Reply};
+pub use node::{NodeBuilder, StrataNode, node_binary};
+pub use postgres::{TestDatabase, admin_url};
+pub use wait::wait_until;

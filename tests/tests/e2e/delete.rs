@@ -1,0 +1,120 @@
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::{events, setup};
+
+#[tokio::test]
+async fn soft_delete_hides_the_stream_and_later_appends_go_on_numbering() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    api.append("cart-1", json!("any"), events("Added", 3)).await;
+    let r = api.delete("/streams/cart-1").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.get("/streams/cart-1").await.status,
+        StatusCode::NOT_FOUND
+    );
+    // Its events stay in $all.
+    assert_eq!(
+        api.get("/all").await.body["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    // Not listed any more; a second soft delete finds nothing.
+    assert_eq!(api.get("/streams").await.body["streams"], json!([]));
+    assert_eq!(
+        api.delete("/streams/cart-1").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    // no_stream is accepted, and versions go on from where they were.
+    let r = api
+        .append("cart-1", json!("no_stream"), events("Added", 2))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    assert_eq!(r.body["events"][0]["version"], 4);
+    let read = api.get("/streams/cart-1").await;
+    assert_eq!(read.status, StatusCode::OK);
+    assert_eq!(read.body["version"], 5);
+    let versions: Vec<u64> = read.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["version"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        versions,
+        vec![4, 5],
+        "events from before the delete stay hidden"
+    );
+    let back = api.get("/streams/cart-1?direction=backward").await;
+    assert_eq!(back.body["events"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn hard_delete_erases_the_events_and_tombstones_the_name() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    api.append("doomed-1", json!("any"), events("E", 4)).await;
+    api.append("kept-1", json!("any"), events("E", 1)).await;
+    api.put(
+        "/streams/doomed-1/snapshot",
+        &json!({"version": 2, "type": "S", "data": {}}),
+    )
+    .await;
+    let r = api.delete("/streams/doomed-1?hard=true").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    for reply in [
+        api.get("/streams/doomed-1").await,
+        api.append("doomed-1", json!("any"), events("E", 1)).await,
+        api.append("doomed-1", json!("no_stream"), events("E", 1))
+            .await,
+        api.get("/streams/doomed-1/snapshot").await,
+        api.delete("/streams/doomed-1").await,
+        api.delete("/streams/doomed-1?hard=true").await,
+    ] {
+        assert_eq!(reply.status, StatusCode::GONE, "{:?}", reply.body);
+        assert_eq!(reply.error(), "stream_deleted");
+    }
+    // Erased from storage, not only hidden.
+    let pool = db.pool().await;
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE stream = 'doomed-1'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let all = api.get("/all").await;
+    let streams: Vec<&str> = all.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["stream"].as_str().unwrap())
+        .collect();
+    assert_eq!(streams, vec!["kept-1"]);
+}
+
+#[tokio::test]
+async fn delete_checks_the_expected_version() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    api.append("d-1", json!("any"), events("E", 2)).await;
+    let r = api.delete("/streams/d-1?expected_version=1").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(r.body["actual"], 2);
+    let r = api.delete("/streams/d-1?expected_version=no_stream").await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert_eq!(
+        api.delete("/streams/d-1?expected_version=2").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.delete("/streams/never-1?hard=true").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let r = api.delete("/streams/d-1?expected_version=soon").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(r.body["field"], "expected_version");
+}

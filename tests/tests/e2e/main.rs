@@ -1,0 +1,40 @@
+//! End-to-end tests: each starts real `strata` processes on a database of its
+//! own and talks to them over HTTP.
+
+/// Append semantics: expected versions, atomic batches, idempotency.
+mod append;
+/// Malformed input of every kind: always a JSON 4xx, never a 5xx or a dropped connection.
+mod bad_input;
+/// Soft and hard deletes.
+mod delete;
+/// `strata dev`: the embedded PostgreSQL.
+mod dev;
+/// Per-stream linearizability under concurrent writers.
+mod linearizability;
+/// Health, metrics, OpenAPI, shutdown, an unreachable database.
+mod ops;
+/// The `$all` ordering guarantee across nodes.
+mod ordering;
+/// Reads of streams, `$all` and the stream listing.
+mod read;
+/// Snapshots.
+mod snapshots;
+
+use serde_json::{Value, json};
+use strata_tests::{StrataNode, TestDatabase};
+
+/// A fresh database and one node serving it.
+pub async fn setup() -> (TestDatabase, StrataNode) {
+    let db = TestDatabase::create().await;
+    let node = StrataNode::start(db.url()).await;
+    (db, node)
+}
+
+/// `n` events of type `t` with data `{"n": i}`.
+pub fn events(t: &str, n: usize) -> Value {
+    Value::Array(
+        (0..n)
+            .map(|i| json!({"type": t, "data": {"n": i}}))
+            .collect(),
+    )
+}

@@ -1,0 +1,159 @@
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::json;
+use strata_tests::wait_until;
+
+use crate::{events, setup};
+
+#[tokio::test]
+async fn health_metrics_and_openapi_answer() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    assert_eq!(api.get("/health/live").await.status, StatusCode::OK);
+    assert_eq!(api.get("/health/ready").await.status, StatusCode::OK);
+
+    api.append("m-1", json!("any"), events("E", 3)).await;
+    let metrics = api
+        .client()
+        .get(format!("{}/metrics", api.base()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), StatusCode::OK);
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("strata_events_appended_total 3"), "{text}");
+    assert!(text.contains("strata_http_requests_total"), "{text}");
+
+    let doc = api.get("/openapi.json").await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"].as_str().unwrap().starts_with("3."));
+    for path in [
+        "/streams/{stream}",
+        "/streams",
+        "/streams/{stream}/snapshot",
+        "/all",
+        "/health/ready",
+        "/metrics",
+    ] {
+        assert!(
+            doc.body["paths"][path].is_object(),
+            "{path} is not documented"
+        );
+    }
+    assert!(doc.body["components"]["schemas"]["RecordedEvent"].is_object());
+}
+
+#[tokio::test]
+async fn sigterm_stops_the_node_cleanly() {
+    let (_db, mut node) = setup().await;
+    node.api().append("t-1", json!("any"), events("E", 1)).await;
+    let status = node.terminate(Duration::from_secs(15)).await;
+    assert!(
+        status.success(),
+        "exit status {status}; log:\n{}",
+        node.logs()
+    );
+    assert!(node.logs().contains("strata stopped"));
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_503_with_retry_after_and_recovers() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    assert_eq!(
+        api.append("u-1", json!("any"), events("E", 1)).await.status,
+        StatusCode::CREATED
+    );
+
+    // Cut the node off: no new connections to its database, and its current
+    // ones terminated.
+    let admin = sqlx::PgPool::connect(&strata_tests::admin_url())
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+        db.name()
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND application_name = 'strata'",
+    )
+    .bind(db.name())
+    .execute(&admin)
+    .await
+    .unwrap();
+
+    for _ in 0..3 {
+        let r = api.append("u-1", json!("any"), events("E", 1)).await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+        assert_eq!(r.error(), "unavailable");
+        assert_eq!(r.retry_after.as_deref(), Some("1"));
+        let r = api.get("/streams/u-1").await;
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
+    }
+    assert_eq!(
+        api.get("/health/ready").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(api.get("/health/live").await.status, StatusCode::OK);
+
+    sqlx::query(&format!(
+        "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+        db.name()
+    ))
+    .execute(&admin)
+    .await
+    .unwrap();
+    wait_until(Duration::from_secs(20), "the node to reconnect", || async {
+        api.append("u-1", json!("any"), events("E", 1)).await.status == StatusCode::CREATED
+    })
+    .await;
+    assert_eq!(api.get("/health/ready").await.status, StatusCode::OK);
+}
+
+#[test]
+fn bad_configuration_is_refused_with_a_message_naming_the_flag() {
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(strata_tests::node_binary())
+            .args(args)
+            .env_remove("DATABASE_URL")
+            .env_remove("STRATA_DATABASE_URL")
+            .output()
+            .unwrap();
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&["serve"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--database-url") && err.contains("strata dev"),
+        "{err}"
+    );
+    let (ok, err) = run(&["serve", "--database-url", "mysql://x", "--listen", "x"]);
+    assert!(!ok);
+    assert!(err.contains("--database-url"), "{err}");
+    let (ok, err) = run(&[
+        "serve",
+        "--database-url",
+        "postgres://x/y",
+        "--listen",
+        "nowhere",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--listen") && err.contains("nowhere"), "{err}");
+    let (ok, err) = run(&[
+        "serve",
+        "--database-url",
+        "postgres://x/y",
+        "--lease-ttl-ms",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("--lease-ttl-ms"), "{err}");
+}
