@@ -12,7 +12,16 @@ use crate::store;
 
 /// Runs the `strata` command line; the binary's `main` is only this.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    main_from(std::env::args_os())
+}
+
+/// Runs the `strata` command line with `args` (the first is the program name).
+pub fn main_from<I, T>(args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::parse_from(args);
     let format = match &cli.command {
         Command::Serve(args) => args.node.log_format,
         Command::Dev(args) => args.node.log_format,

@@ -120,7 +120,7 @@ pub struct NodeArgs {
     #[arg(long, env = "STRATA_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
     /// Concurrent group-commit transactions (each batches many appends).
-    #[arg(long, env = "STRATA_COMMITTERS", default_value_t = 2)]
+    #[arg(long, env = "STRATA_COMMITTERS", default_value_t = 3)]
     pub committers: usize,
     /// Log format.
     #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

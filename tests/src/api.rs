@@ -32,6 +32,8 @@ impl Api {
         Api {
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(64)
+                // A hung request fails the test instead of stalling the suite.
+                .timeout(std::time::Duration::from_secs(60))
                 .build()
                 .expect("an HTTP client"),
             base: base.trim_end_matches('/').to_owned(),

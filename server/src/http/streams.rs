@@ -124,10 +124,7 @@ pub fn prepare(
                 ));
             }
         }
-        let (id, client_id) = match event.id {
-            Some(id) => (id, true),
-            None => (Uuid::now_v7(), false),
-        };
+        let id = event.id.unwrap_or_else(Uuid::now_v7);
         if !seen.insert(id) {
             return Err(ApiError::invalid(
                 field("id"),
@@ -136,10 +133,9 @@ pub fn prepare(
         }
         events.push(PreparedEvent {
             id,
-            client_id,
             event_type: event.event_type,
-            data: data.to_owned(),
-            metadata: metadata.to_owned(),
+            data: event.data,
+            metadata: event.metadata,
             correlation_id: event.correlation_id,
             causation_id: event.causation_id,
         });
@@ -321,8 +317,7 @@ mod tests {
             &limits,
         )
         .unwrap();
-        assert_eq!(ok.events[0].metadata, "{}");
-        assert!(!ok.events[0].client_id);
+        assert!(ok.events[0].metadata.is_none());
 
         let cases = [
             (r#"{"events":[]}"#, "events"),

@@ -3,32 +3,33 @@
 //! Every append takes the single `all_head` row lock until it commits, which
 //! keeps `$all` gap-free for readers (docs/adr/0001-gap-free-all-log.md) but
 //! makes commits one at a time across the cluster. To win the throughput back,
-//! each node queues the append requests it receives and a few committer tasks
-//! drain the queue: each transaction carries every request waiting at that
-//! moment (a *group*). Each request keeps its own checks and its own answer:
+//! each node queues the append requests it receives and committer tasks drain
+//! the queue: one statement, `strata_append` (in the migration), carries every
+//! request waiting at that moment (a *group*). It locks the group's streams,
+//! judges each request in arrival order (tombstone → stored ids → expected
+//! version) and stores the events of those accepted, all in one round trip.
+//! Each request keeps its own checks and its own answer.
 //!
-//! 1. lock the group's streams in name order and look up client event ids
-//!    (`append_lock.sql`);
-//! 2. in memory, in arrival order: tombstone → idempotent retry or duplicate
-//!    id → expected version; give the accepted events their versions;
-//! 3. write the streams' new versions (`append_streams.sql`);
-//! 4. take positions and insert every accepted event (`append_events.sql`);
-//! 5. commit, then answer each request.
-//!
-//! A request whose outcome depends on another request of the same group (the
-//! same event ids twice) waits for the next group. If the group's transaction
-//! fails in a way one request may have caused (a unique or data error), each
-//! request runs again on its own so that one bad request cannot fail others.
+//! Requests are spread over the committers by stream, so two committers of
+//! one node never wait for each other's stream locks. A request whose ids
+//! are stored already is told apart here: an idempotent retry (same ids, same
+//! stream, same order) or a duplicate. A request whose outcome depends on
+//! another request of the same group (the same ids twice) waits for the next
+//! group. If the statement fails in a way one request may have caused (a
+//! unique or data error), each request runs again on its own, so that one bad
+//! request cannot fail others.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
-use sqlx::{PgPool, Postgres, Row, Transaction};
-use strata_core::{
-    AppendResult, AppendedEvent, ExpectedVersion, StreamState, WrongExpectedVersion,
-};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use serde_json::value::RawValue;
+use sqlx::types::Json;
+use sqlx::{PgPool, Row};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use strata_core::{AppendResult, AppendedEvent, ExpectedVersion, WrongExpectedVersion};
+
+use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::error::{Failure, StoreError, classify};
@@ -38,14 +39,12 @@ use super::error::{Failure, StoreError, classify};
 pub struct PreparedEvent {
     /// The event id.
     pub id: Uuid,
-    /// Whether the client chose the id (only those can make a retry idempotent).
-    pub client_id: bool,
     /// Event type.
     pub event_type: String,
-    /// Payload, as JSON text.
-    pub data: String,
-    /// Metadata, as JSON object text.
-    pub metadata: String,
+    /// Payload: any JSON value.
+    pub data: Box<RawValue>,
+    /// Metadata: a JSON object; `None` stores `{}`.
+    pub metadata: Option<Box<RawValue>>,
     /// Correlation id.
     pub correlation_id: Option<Uuid>,
     /// Causation id.
@@ -106,6 +105,10 @@ struct Job {
     queued: Instant,
 }
 
+/// `{}`, the metadata of events that have none.
+static EMPTY_OBJECT: std::sync::LazyLock<Box<RawValue>> =
+    std::sync::LazyLock::new(|| RawValue::from_string("{}".to_owned()).expect("{} is JSON"));
+
 /// Called after each commit with the highest position stored, so that live
 /// subscribers can be woken.
 pub type CommitHook = Arc<dyn Fn(i64) + Send + Sync>;
@@ -121,17 +124,24 @@ pub struct Appender {
 const MAX_GROUP_EVENTS: usize = 4_000;
 const MAX_GROUP_REQUESTS: usize = 512;
 /// Requests waiting for a committer; senders wait (backpressure) beyond this.
-const QUEUE_CAPACITY: usize = 4_096;
+const QUEUE_CAPACITY: usize = 2_048;
+/// Rounds before a group gives up on retryable failures (deadlocks, a stream
+/// created concurrently): only under pathological contention.
+const MAX_ROUNDS: u32 = 10;
 
 impl Appender {
     /// Starts `committers` committer tasks on `pool`.
     pub fn start(pool: PgPool, committers: usize, on_commit: CommitHook) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        let receiver = Arc::new(Mutex::new(receiver));
+        let shared = Arc::new(Committers {
+            receiver: Mutex::new(receiver),
+            running: AtomicUsize::new(0),
+            finished: Notify::new(),
+        });
         for _ in 0..committers.max(1) {
             tokio::spawn(committer(
+                Arc::clone(&shared),
                 pool.clone(),
-                Arc::clone(&receiver),
                 Arc::clone(&on_commit),
             ));
         }
@@ -145,13 +155,14 @@ impl Appender {
     /// [`AppendError`]: the concurrency check, a duplicate id, a deleted
     /// stream, data the database refuses, or the database failing.
     pub async fn append(&self, command: AppendCommand) -> Result<AppendOutcome, AppendError> {
+        let queue = &self.queue;
         let (reply, answer) = oneshot::channel();
         let job = Job {
             command,
             reply,
             queued: Instant::now(),
         };
-        self.queue
+        queue
             .send(job)
             .await
             .map_err(|_| AppendError::ShuttingDown)?;
@@ -159,44 +170,77 @@ impl Appender {
     }
 }
 
-async fn committer(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Job>>>, on_commit: CommitHook) {
+/// What the committers share: the queue, and how many statements are running.
+struct Committers {
+    receiver: Mutex<mpsc::Receiver<Job>>,
+    running: AtomicUsize,
+    finished: Notify,
+}
+
+/// A group with at least this many events runs at once, beside a running one.
+/// A smaller group waits for the running statement to finish and keeps
+/// collecting meanwhile: small appends are bound by the commit chain (one
+/// commit at a time holds the `$all` lock), so they gain from fewer, larger
+/// groups; large ones are bound by inserting, which overlapping speeds up.
+const OVERLAP_EVENTS: usize = 64;
+
+async fn committer(shared: Arc<Committers>, pool: PgPool, on_commit: CommitHook) {
     let mut carried: VecDeque<Job> = VecDeque::new();
     loop {
-        let mut group: Vec<Job> = Vec::new();
-        let mut events = 0;
-        while let Some(job) = carried.pop_front() {
-            events += job.command.events.len();
-            group.push(job);
-        }
-        {
-            let mut receiver = receiver.lock().await;
-            if group.is_empty() {
-                match receiver.recv().await {
-                    Some(job) => {
-                        events += job.command.events.len();
-                        group.push(job);
+        let mut group: Vec<Job> = carried.drain(..).collect();
+        let mut events: usize = group.iter().map(|job| job.command.events.len()).sum();
+        // Deferred requests run without waiting for the queue: an idle
+        // committer may be holding it while it waits for new requests.
+        let mut receiver = if group.is_empty() {
+            let mut receiver = shared.receiver.lock().await;
+            match receiver.recv().await {
+                Some(job) => {
+                    events += job.command.events.len();
+                    group.push(job);
+                }
+                None => return,
+            }
+            Some(receiver)
+        } else {
+            shared.receiver.try_lock().ok()
+        };
+        loop {
+            if let Some(receiver) = receiver.as_mut() {
+                while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
+                    match receiver.try_recv() {
+                        Ok(job) => {
+                            events += job.command.events.len();
+                            group.push(job);
+                        }
+                        Err(_) => break,
                     }
-                    None => return,
                 }
             }
-            while group.len() < MAX_GROUP_REQUESTS && events < MAX_GROUP_EVENTS {
-                match receiver.try_recv() {
-                    Ok(job) => {
-                        events += job.command.events.len();
-                        group.push(job);
-                    }
-                    Err(_) => break,
-                }
+            let full = group.len() >= MAX_GROUP_REQUESTS || events >= MAX_GROUP_EVENTS;
+            if full || events >= OVERLAP_EVENTS {
+                break;
             }
+            let finished = shared.finished.notified();
+            if shared.running.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            finished.await;
         }
-        carried.extend(run_group(&pool, group, &on_commit).await);
+        shared.running.fetch_add(1, Ordering::AcqRel);
+        drop(receiver);
+        carried.extend(run_group(&pool, group, &on_commit, false).await);
+        shared.running.fetch_sub(1, Ordering::AcqRel);
+        shared.finished.notify_waiters();
     }
 }
 
-/// The outcome of one request within a group transaction.
+/// The outcome of one request within a group.
 enum Verdict {
-    /// Accepted: its events are `events[start..start + len]` of the group.
-    Accepted { start: usize, first_version: i64 },
+    /// Accepted: its events got consecutive versions and positions.
+    Accepted {
+        first_position: i64,
+        first_version: i64,
+    },
     /// Answered without writing (idempotent retry or a refusal).
     Done(Result<AppendOutcome, AppendError>),
     /// Depends on another request of this group: try again in the next one.
@@ -204,13 +248,19 @@ enum Verdict {
 }
 
 /// Runs one group and answers its requests; returns the deferred ones.
-async fn run_group(pool: &PgPool, group: Vec<Job>, on_commit: &CommitHook) -> Vec<Job> {
+/// `check_ids`: look the ids up before writing (see `strata_append`).
+async fn run_group(
+    pool: &PgPool,
+    group: Vec<Job>,
+    on_commit: &CommitHook,
+    mut check_ids: bool,
+) -> Vec<Job> {
     let started = Instant::now();
-    let mut attempts = 0;
+    let mut round = 0;
     loop {
-        attempts += 1;
+        round += 1;
         let commands: Vec<&AppendCommand> = group.iter().map(|job| &job.command).collect();
-        match try_group(pool, &commands).await {
+        let error = match try_group(pool, &commands, check_ids).await {
             Ok(outcome) => {
                 if let Some(last) = outcome.last_position {
                     on_commit(last);
@@ -218,51 +268,59 @@ async fn run_group(pool: &PgPool, group: Vec<Job>, on_commit: &CommitHook) -> Ve
                 metrics::histogram!("strata_append_group_requests").record(group.len() as f64);
                 metrics::histogram!("strata_append_group_seconds")
                     .record(started.elapsed().as_secs_f64());
-                return answer(group, outcome.verdicts, outcome.base);
-            }
-            Err(GroupError::StreamCreatedConcurrently) => continue,
-            Err(GroupError::Database(error)) => {
-                let failure = classify(&error);
-                tracing::debug!(?failure, requests = group.len(), %error, "append group failed");
-                match failure {
-                    Failure::Retry | Failure::Unique(_) if attempts < 5 && group.len() == 1 => {
-                        // A concurrent writer created a stream or stored an id
-                        // we looked for: the next attempt sees it.
-                        continue;
-                    }
-                    Failure::Retry if attempts < 5 => continue,
-                    Failure::Unique(_) | Failure::Data | Failure::Other if group.len() > 1 => {
-                        // One request may be to blame: run each on its own.
-                        let mut deferred = Vec::new();
-                        for job in group {
-                            deferred.extend(Box::pin(run_group(pool, vec![job], on_commit)).await);
-                        }
-                        return deferred;
-                    }
-                    Failure::Data => {
-                        let message = database_message(&error);
-                        for job in group {
-                            let _ = job
-                                .reply
-                                .send(Err(AppendError::InvalidData(message.clone())));
-                        }
-                        return Vec::new();
-                    }
-                    _ => {
-                        if failure == Failure::Other {
-                            tracing::error!(error = ?error, "append failed unexpectedly");
-                        }
-                        let mut error = Some(error);
-                        for job in group {
-                            let store = match error.take() {
-                                Some(e) => StoreError::from(e),
-                                None => StoreError::Unavailable(sqlx::Error::PoolClosed),
-                            };
-                            let _ = job.reply.send(Err(AppendError::Store(store)));
-                        }
-                        return Vec::new();
-                    }
+                if round > 1 {
+                    metrics::counter!("strata_append_group_retries_total")
+                        .increment(u64::from(round - 1));
                 }
+                return answer(group, outcome.verdicts);
+            }
+            Err(error) => error,
+        };
+        let failure = classify(&error);
+        tracing::debug!(?failure, round, requests = group.len(), %error, "append group failed");
+        match failure {
+            // A deadlock or a stream created concurrently: the next round
+            // sees the other transaction's outcome.
+            Failure::Retry if round < MAX_ROUNDS => continue,
+            // An id is stored already (a retry, a duplicate, or a concurrent
+            // append of the same ids): look the ids up this time.
+            Failure::Unique(_) if round < MAX_ROUNDS && group.len() == 1 => {
+                check_ids = true;
+                continue;
+            }
+            Failure::Unique(_) | Failure::Data | Failure::Other if group.len() > 1 => {
+                // One request may be to blame: run each on its own.
+                let unique = matches!(failure, Failure::Unique(_));
+                let mut deferred = Vec::new();
+                for job in group {
+                    deferred.extend(
+                        Box::pin(run_group(pool, vec![job], on_commit, check_ids || unique)).await,
+                    );
+                }
+                return deferred;
+            }
+            Failure::Data => {
+                let message = database_message(&error);
+                for job in group {
+                    let _ = job
+                        .reply
+                        .send(Err(AppendError::InvalidData(message.clone())));
+                }
+                return Vec::new();
+            }
+            _ => {
+                if matches!(failure, Failure::Other | Failure::Unique(_)) {
+                    tracing::error!(error = ?error, "append failed unexpectedly");
+                }
+                let mut error = Some(error);
+                for job in group {
+                    let store = match error.take() {
+                        Some(e) => StoreError::from(e),
+                        None => StoreError::Unavailable(sqlx::Error::PoolClosed),
+                    };
+                    let _ = job.reply.send(Err(AppendError::Store(store)));
+                }
+                return Vec::new();
             }
         }
     }
@@ -275,7 +333,7 @@ fn database_message(error: &sqlx::Error) -> String {
     }
 }
 
-fn answer(group: Vec<Job>, verdicts: Vec<Verdict>, base: i64) -> Vec<Job> {
+fn answer(group: Vec<Job>, verdicts: Vec<Verdict>) -> Vec<Job> {
     let mut deferred = Vec::new();
     for (job, verdict) in group.into_iter().zip(verdicts) {
         let result = match verdict {
@@ -285,7 +343,7 @@ fn answer(group: Vec<Job>, verdicts: Vec<Verdict>, base: i64) -> Vec<Job> {
             }
             Verdict::Done(result) => result,
             Verdict::Accepted {
-                start,
+                first_position,
                 first_version,
             } => {
                 let events: Vec<AppendedEvent> = job
@@ -296,7 +354,7 @@ fn answer(group: Vec<Job>, verdicts: Vec<Verdict>, base: i64) -> Vec<Job> {
                     .map(|(i, event)| AppendedEvent {
                         id: event.id,
                         version: (first_version + i as i64) as u64,
-                        position: (base + (start + i) as i64 + 1) as u64,
+                        position: (first_position + i as i64) as u64,
                     })
                     .collect();
                 Ok(AppendOutcome {
@@ -315,215 +373,180 @@ fn answer(group: Vec<Job>, verdicts: Vec<Verdict>, base: i64) -> Vec<Job> {
     deferred
 }
 
-#[derive(Debug, Clone, Copy)]
-struct StreamRow {
-    version: i64,
-    first_version: i64,
-    tombstoned: bool,
-    /// Not in the table yet: created by this group.
-    new: bool,
-}
-
 struct StoredId {
     stream: String,
     version: i64,
     position: i64,
 }
 
-/// The columns of one group insert.
-#[derive(Default)]
-struct Columns {
-    stream: Vec<String>,
-    version: Vec<i64>,
-    id: Vec<Uuid>,
-    event_type: Vec<String>,
-    data: Vec<String>,
-    metadata: Vec<String>,
-    correlation_id: Vec<Option<Uuid>>,
-    causation_id: Vec<Option<Uuid>>,
-}
-
-/// Why a group transaction did not commit.
-#[derive(Debug)]
-enum GroupError {
-    /// The database refused or failed.
-    Database(sqlx::Error),
-    /// A stream the group creates was created by another transaction since
-    /// the group looked: running the group again sees it.
-    StreamCreatedConcurrently,
-}
-
-impl From<sqlx::Error> for GroupError {
-    fn from(error: sqlx::Error) -> Self {
-        GroupError::Database(error)
-    }
-}
-
-/// What a committed group transaction decided.
+/// What a committed group decided.
 struct GroupOutcome {
     verdicts: Vec<Verdict>,
-    /// The position before the group's first event.
-    base: i64,
     /// The group's last position, when it stored anything.
     last_position: Option<i64>,
 }
 
-/// One transaction for the whole group.
-async fn try_group(pool: &PgPool, commands: &[&AppendCommand]) -> Result<GroupOutcome, GroupError> {
+/// The arguments of `strata_append`, one vector per SQL array.
+#[derive(Default)]
+struct Arguments<'a> {
+    stream_names: Vec<&'a str>,
+    r_stream: Vec<i32>,
+    r_expected: Vec<i64>,
+    r_events: Vec<i32>,
+    e_request: Vec<i32>,
+    e_index: Vec<i32>,
+    e_id: Vec<Uuid>,
+    e_type: Vec<&'a str>,
+    e_data: Vec<Json<&'a RawValue>>,
+    e_metadata: Vec<Json<&'a RawValue>>,
+    e_correlation_id: Vec<Option<Uuid>>,
+    e_causation_id: Vec<Option<Uuid>>,
+}
+
+fn expected_code(expected: ExpectedVersion) -> i64 {
+    match expected {
+        ExpectedVersion::Any => -1,
+        ExpectedVersion::NoStream => -2,
+        ExpectedVersion::Exists => -3,
+        ExpectedVersion::Exact(n) => n.min(i64::MAX as u64) as i64,
+    }
+}
+
+/// Runs `strata_append` for the group and turns its rows into verdicts.
+async fn try_group(
+    pool: &PgPool,
+    commands: &[&AppendCommand],
+    check_ids: bool,
+) -> Result<GroupOutcome, sqlx::Error> {
     let mut names: Vec<&str> = commands.iter().map(|c| c.stream.as_str()).collect();
     names.sort_unstable();
     names.dedup();
-    let client_ids: Vec<Uuid> = commands
-        .iter()
-        .flat_map(|c| c.events.iter().filter(|e| e.client_id).map(|e| e.id))
-        .collect();
 
-    let mut tx = pool.begin().await?;
-    let rows = sqlx::query(include_str!("sql/append_lock.sql"))
-        .bind(&names)
-        .bind(&client_ids)
-        .fetch_all(&mut *tx)
-        .await?;
-
-    let mut streams: HashMap<&str, StreamRow> = names
-        .iter()
-        .map(|&name| {
-            let row = StreamRow {
-                version: 0,
-                first_version: 1,
-                tombstoned: false,
-                new: true,
-            };
-            (name, row)
-        })
-        .collect();
-    let mut stored: HashMap<Uuid, StoredId> = HashMap::new();
-    for row in &rows {
-        let kind: &str = row.try_get("kind")?;
-        let stream: String = row.try_get("stream")?;
-        let version: i64 = row.try_get("version")?;
-        if kind == "s" {
-            if let Some(entry) = streams.get_mut(stream.as_str()) {
-                *entry = StreamRow {
-                    version,
-                    first_version: row.try_get("first_version")?,
-                    tombstoned: row.try_get("tombstoned")?,
-                    new: false,
-                };
-            }
-        } else {
-            stored.insert(
-                row.try_get("id")?,
-                StoredId {
-                    stream,
-                    version,
-                    position: row.try_get("position")?,
-                },
-            );
+    // Requests reusing an id of an earlier request of this group wait for the
+    // next group, where the earlier one is stored and this one is judged
+    // against it.
+    let mut group_ids: HashSet<Uuid> = HashSet::new();
+    let mut sent: Vec<usize> = Vec::with_capacity(commands.len());
+    let mut args = Arguments {
+        stream_names: names.clone(),
+        ..Arguments::default()
+    };
+    for (i, command) in commands.iter().enumerate() {
+        if command.events.iter().any(|e| group_ids.contains(&e.id)) {
+            continue;
+        }
+        group_ids.extend(command.events.iter().map(|e| e.id));
+        sent.push(i);
+        let request = sent.len() as i32;
+        let stream = names.binary_search(&command.stream.as_str()).unwrap_or(0) as i32 + 1;
+        args.r_stream.push(stream);
+        args.r_expected.push(expected_code(command.expected));
+        args.r_events.push(command.events.len() as i32);
+        for (index, event) in command.events.iter().enumerate() {
+            args.e_request.push(request);
+            args.e_index.push(index as i32);
+            args.e_id.push(event.id);
+            args.e_type.push(&event.event_type);
+            args.e_data.push(Json(&event.data));
+            args.e_metadata
+                .push(Json(event.metadata.as_deref().unwrap_or(&EMPTY_OBJECT)));
+            args.e_correlation_id.push(event.correlation_id);
+            args.e_causation_id.push(event.causation_id);
         }
     }
 
-    let mut columns = Columns::default();
-    let mut verdicts = Vec::with_capacity(commands.len());
-    let mut group_ids: HashSet<Uuid> = HashSet::new();
-    for command in commands {
-        let verdict = judge(command, &mut streams, &stored, &mut group_ids, &mut columns);
-        verdicts.push(verdict);
-    }
+    let started = Instant::now();
+    let rows = sqlx::query(
+        "SELECT outcome, version, position \
+         FROM strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+    )
+    .bind(check_ids)
+    .bind(&args.stream_names)
+    .bind(&args.r_stream)
+    .bind(&args.r_expected)
+    .bind(&args.r_events)
+    .bind(&args.e_request)
+    .bind(&args.e_index)
+    .bind(&args.e_id)
+    .bind(&args.e_type)
+    .bind(&args.e_data)
+    .bind(&args.e_metadata)
+    .bind(&args.e_correlation_id)
+    .bind(&args.e_causation_id)
+    .fetch_all(pool)
+    .await?;
+    metrics::histogram!("strata_append_statement_seconds").record(started.elapsed().as_secs_f64());
 
-    if columns.id.is_empty() {
-        // Nothing to write: release the stream locks.
-        tx.rollback().await?;
-        return Ok(GroupOutcome {
-            verdicts,
-            base: 0,
-            last_position: None,
-        });
+    let mut verdicts: Vec<Verdict> = commands.iter().map(|_| Verdict::Deferred).collect();
+    let mut base = None;
+    let mut appended = 0;
+    let mut stored_ids_needed: Vec<Uuid> = Vec::new();
+    let mut ids_stored: Vec<usize> = Vec::new();
+    for (row, &i) in rows.iter().zip(&sent) {
+        let outcome: i16 = row.try_get("outcome")?;
+        let version: Option<i64> = row.try_get("version")?;
+        let command = commands[i];
+        verdicts[i] = match outcome {
+            0 => {
+                let position: i64 = row.try_get("position")?;
+                base.get_or_insert(position - 1);
+                appended += command.events.len();
+                Verdict::Accepted {
+                    first_position: position,
+                    first_version: version.unwrap_or(1),
+                }
+            }
+            1 => {
+                stored_ids_needed.extend(command.events.iter().map(|e| e.id));
+                ids_stored.push(i);
+                Verdict::Deferred
+            }
+            2 => Verdict::Done(Err(AppendError::WrongExpectedVersion(
+                WrongExpectedVersion {
+                    expected: command.expected,
+                    actual: version.map(|v| v as u64),
+                },
+            ))),
+            _ => Verdict::Done(Err(AppendError::StreamDeleted)),
+        };
     }
-
-    if !write_streams(&mut tx, &names, &streams).await? {
-        tx.rollback().await?;
-        return Err(GroupError::StreamCreatedConcurrently);
+    if !ids_stored.is_empty() {
+        let stored = stored_events(pool, &stored_ids_needed).await?;
+        for i in ids_stored {
+            verdicts[i] = Verdict::Done(idempotent_result(commands[i], &stored));
+        }
     }
-    let count = columns.id.len() as i64;
-    let base: i64 = sqlx::query_scalar(include_str!("sql/append_events.sql"))
-        .bind(count)
-        .bind(&columns.stream)
-        .bind(&columns.version)
-        .bind(&columns.id)
-        .bind(&columns.event_type)
-        .bind(&columns.data)
-        .bind(&columns.metadata)
-        .bind(&columns.correlation_id)
-        .bind(&columns.causation_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    metrics::counter!("strata_events_appended_total").increment(count as u64);
+    let last_position = base.map(|b| b + appended as i64);
+    if appended > 0 {
+        metrics::counter!("strata_events_appended_total").increment(appended as u64);
+    }
     Ok(GroupOutcome {
         verdicts,
-        base,
-        last_position: Some(base + count),
+        last_position,
     })
 }
 
-/// Decides one request against the streams as this group has left them so far.
-fn judge<'a>(
-    command: &'a AppendCommand,
-    streams: &mut HashMap<&'a str, StreamRow>,
-    stored: &HashMap<Uuid, StoredId>,
-    group_ids: &mut HashSet<Uuid>,
-    columns: &mut Columns,
-) -> Verdict {
-    if command.events.iter().any(|e| group_ids.contains(&e.id)) {
-        return Verdict::Deferred;
-    }
-    let Some(stream) = streams.get_mut(command.stream.as_str()) else {
-        // Every stream of the group is in the map; this cannot happen.
-        return Verdict::Deferred;
-    };
-    if stream.tombstoned {
-        return Verdict::Done(Err(AppendError::StreamDeleted));
-    }
-    let found: Vec<&StoredId> = command
-        .events
-        .iter()
-        .filter(|e| e.client_id)
-        .filter_map(|e| stored.get(&e.id))
-        .collect();
-    if !found.is_empty() {
-        return Verdict::Done(idempotent_result(command, stored));
-    }
-    let state = StreamState {
-        version: stream.version as u64,
-        exists: stream.version >= stream.first_version,
-    };
-    if !command.expected.accepts(state) {
-        return Verdict::Done(Err(AppendError::WrongExpectedVersion(
-            WrongExpectedVersion {
-                expected: command.expected,
-                actual: (stream.version > 0).then_some(stream.version as u64),
+/// Where the events with these ids are stored.
+async fn stored_events(
+    pool: &PgPool,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, StoredId>, sqlx::Error> {
+    let rows = sqlx::query("SELECT id, stream, version, position FROM events WHERE id = ANY($1)")
+        .bind(ids)
+        .fetch_all(pool)
+        .await?;
+    let mut stored = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        stored.insert(
+            row.try_get("id")?,
+            StoredId {
+                stream: row.try_get("stream")?,
+                version: row.try_get("version")?,
+                position: row.try_get("position")?,
             },
-        )));
+        );
     }
-    let start = columns.id.len();
-    let first_version = stream.version + 1;
-    for (i, event) in command.events.iter().enumerate() {
-        columns.stream.push(command.stream.clone());
-        columns.version.push(first_version + i as i64);
-        columns.id.push(event.id);
-        columns.event_type.push(event.event_type.clone());
-        columns.data.push(event.data.clone());
-        columns.metadata.push(event.metadata.clone());
-        columns.correlation_id.push(event.correlation_id);
-        columns.causation_id.push(event.causation_id);
-        group_ids.insert(event.id);
-    }
-    stream.version += command.events.len() as i64;
-    Verdict::Accepted {
-        start,
-        first_version,
-    }
+    Ok(stored)
 }
 
 /// Some of the request's ids are stored already: it is an idempotent retry if
@@ -569,36 +592,4 @@ fn idempotent_result(
                 .collect(),
         }),
     }
-}
-
-/// Writes the streams' new versions; `false` when a stream this group creates
-/// was created by another transaction first.
-async fn write_streams(
-    tx: &mut Transaction<'_, Postgres>,
-    names: &[&str],
-    streams: &HashMap<&str, StreamRow>,
-) -> Result<bool, sqlx::Error> {
-    let (mut old_names, mut old_versions) = (Vec::new(), Vec::new());
-    let (mut new_names, mut new_versions) = (Vec::new(), Vec::new());
-    for &name in names {
-        let row = streams[name];
-        if row.new && row.version > 0 {
-            new_names.push(name);
-            new_versions.push(row.version);
-        } else if !row.new {
-            old_names.push(name);
-            old_versions.push(row.version);
-        }
-    }
-    let row = sqlx::query(include_str!("sql/append_streams.sql"))
-        .bind(&old_names)
-        .bind(&old_versions)
-        .bind(&new_names)
-        .bind(&new_versions)
-        .fetch_one(&mut **tx)
-        .await?;
-    let created: i64 = row.try_get("created")?;
-    // Fewer created than asked: another transaction created one of these
-    // streams since we looked, and the group must run again.
-    Ok(created == new_names.len() as i64)
 }

@@ -45,6 +45,11 @@ pub(crate) fn classify(error: &sqlx::Error) -> Failure {
 
 fn classify_db(db: &dyn DatabaseError) -> Failure {
     if db.is_unique_violation() {
+        // Two versions of one stream: a stream was created concurrently with
+        // an append group that judged it absent. Reading again resolves it.
+        if db.constraint() == Some("events_stream_version_key") {
+            return Failure::Retry;
+        }
         return Failure::Unique(db.constraint().map(str::to_owned));
     }
     let code = db.code().unwrap_or_default();

@@ -40,7 +40,17 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// unreachable database shows up on first use (as `503`), not here.
 pub fn connect_lazy(url: &str, size: u32) -> Result<PgPool, sqlx::Error> {
     let options: PgConnectOptions = url.parse()?;
-    let options = options.application_name("strata");
+    // Plan every execution with its actual parameters. PostgreSQL otherwise
+    // switches a prepared statement to a generic plan after five runs, and a
+    // generic plan chosen while a table was small (a sequential scan) stays
+    // in use after it has grown: appends then slowed down tenfold.
+    //
+    // A statement that runs for more than a minute is stuck (a lock held by a
+    // forgotten session, say): cancel it and answer 503 rather than hang.
+    let options = options.application_name("strata").options([
+        ("plan_cache_mode", "force_custom_plan"),
+        ("statement_timeout", "60s"),
+    ]);
     Ok(PgPoolOptions::new()
         .max_connections(size)
         .min_connections(0)

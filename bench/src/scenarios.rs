@@ -1,0 +1,422 @@
+//! The scenarios, each measured side by side with its baseline.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use serde_json::json;
+use sqlx::{Connection, PgConnection};
+use uuid::Uuid;
+
+use crate::node::Node;
+use crate::pgbench::{self, PAYLOAD, Target};
+use crate::report::{self, Latencies, Row};
+use crate::{Options, load, postgres_es};
+
+const BENCH_DB: &str = "strata_bench";
+const PGES_DB: &str = "strata_bench_pges";
+
+fn url_for(admin: &str, database: &str) -> String {
+    let (base, query) = admin
+        .split_once('?')
+        .map_or((admin, None), |(b, q)| (b, Some(q)));
+    let start = base.find("://").map_or(0, |i| i + 3);
+    let end = base[start..].find('/').map_or(base.len(), |i| start + i);
+    let mut url = format!("{}/{database}", &base[..end]);
+    if let Some(q) = query {
+        url.push('?');
+        url.push_str(q);
+    }
+    url
+}
+
+async fn recreate_database(admin: &str, name: &str) -> anyhow::Result<String> {
+    let mut conn = PgConnection::connect(admin)
+        .await
+        .with_context(|| format!("connecting to {admin}"))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await?;
+    Ok(url_for(admin, name))
+}
+
+fn private_postgres() -> anyhow::Result<String> {
+    use strata_server::embedded::{EmbeddedOptions, EmbeddedPostgres};
+    let dir = std::env::temp_dir().join(format!("strata-bench-pg-{}", std::process::id()));
+    let pg = EmbeddedPostgres::start(EmbeddedOptions::durable(dir))?;
+    let url = pg.url("postgres");
+    std::mem::forget(pg);
+    Ok(url)
+}
+
+/// Runs every selected scenario and prints the report.
+pub async fn run(options: Options) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let admin = match &options.database_url {
+        Some(url) => url.clone(),
+        None => tokio::task::spawn_blocking(private_postgres).await??,
+    };
+    let mut notes = machine_notes(&admin).await?;
+    let bench_url = url_for(&admin, BENCH_DB);
+    let node = match &options.url {
+        Some(url) => NodeHandle::External(url.trim_end_matches('/').to_owned()),
+        None => {
+            recreate_database(&admin, BENCH_DB).await?;
+            NodeHandle::Spawned(Node::start(&bench_url, &["--pool-size", "16"])?)
+        }
+    };
+    notes.push(format!("Strata node: {}", node.url()));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()?;
+    let target = Target::from_url(&admin)?.with_database(BENCH_DB);
+    let mut rows = Vec::new();
+
+    if options.runs("appends") {
+        eprintln!("appends: single events from 16 clients ...");
+        let result = strata_appends(&client, &node.url(), 16, 1, options.duration()).await?;
+        rows.push(row(
+            "single-event appends, 16 clients",
+            "Strata (HTTP)",
+            result.events_per_sec(),
+            result.latencies,
+        ));
+        prepare_pgbench_table(&bench_url).await?;
+        let tps = pgbench::run(
+            &target,
+            &pgbench::single_insert_script(),
+            16,
+            options.duration(),
+        )?;
+        rows.push(row(
+            "single-event appends, 16 clients",
+            "pgbench one-row INSERT",
+            tps,
+            Latencies::default(),
+        ));
+    }
+    if options.runs("batches") {
+        eprintln!("batches: 100 events from 4 clients ...");
+        let result = strata_appends(&client, &node.url(), 4, 100, options.duration()).await?;
+        rows.push(row(
+            "100-event batches, 4 clients",
+            "Strata (HTTP)",
+            result.events_per_sec(),
+            result.latencies,
+        ));
+        prepare_pgbench_table(&bench_url).await?;
+        let tps = pgbench::run(
+            &target,
+            &pgbench::batch_values_script(),
+            4,
+            options.duration(),
+        )?;
+        rows.push(row(
+            "100-event batches, 4 clients",
+            "pgbench 100-row INSERT … VALUES (rows sent by the client)",
+            tps * 100.0,
+            Latencies::default(),
+        ));
+        let tps = pgbench::run(
+            &target,
+            &pgbench::batch_generated_script(),
+            4,
+            options.duration(),
+        )?;
+        rows.push(row(
+            "100-event batches, 4 clients",
+            "pgbench 100-row INSERT … SELECT generate_series (rows made in PostgreSQL)",
+            tps * 100.0,
+            Latencies::default(),
+        ));
+    }
+    if options.runs("postgres-es") {
+        eprintln!("postgres-es: single events from 16 tasks ...");
+        let pges_url = recreate_database(&admin, PGES_DB).await?;
+        let result = postgres_es_appends(&pges_url, 16, options.duration()).await?;
+        rows.push(row(
+            "single-event appends, 16 clients",
+            "postgres-es (direct, no HTTP)",
+            result.events_per_sec(),
+            result.latencies,
+        ));
+    }
+    if options.runs("read") {
+        eprintln!("read: preparing {} events in $all ...", options.read_events);
+        fill_all(&client, &node.url(), options.read_events).await?;
+        eprintln!("read: reading $all forward ...");
+        let (rate, latencies) = read_all(&client, &node.url(), options.read_events).await?;
+        rows.push(row(
+            &format!(
+                "read {} events of $all forward, 1 client, pages of 1,000",
+                options.read_events
+            ),
+            "Strata (HTTP)",
+            rate,
+            latencies,
+        ));
+        let tps = pgbench::run(
+            &target,
+            &pgbench::keyset_read_script(options.read_events),
+            1,
+            options.duration(),
+        )?;
+        rows.push(row(
+            "keyset reads of 1,000 rows, 1 client",
+            "pgbench SELECT",
+            tps * 1000.0,
+            Latencies::default(),
+        ));
+    }
+    drop(node);
+    report::print(&rows, &notes, started.elapsed());
+    Ok(())
+}
+
+/// The node under test: started by the benchmark, or already running.
+enum NodeHandle {
+    Spawned(Node),
+    External(String),
+}
+
+impl NodeHandle {
+    fn url(&self) -> String {
+        match self {
+            NodeHandle::Spawned(node) => node.url(),
+            NodeHandle::External(url) => url.clone(),
+        }
+    }
+}
+
+fn row(scenario: &str, system: &str, events_per_sec: f64, mut latencies: Latencies) -> Row {
+    Row {
+        scenario: scenario.to_owned(),
+        system: system.to_owned(),
+        events_per_sec,
+        latency: latencies.summary(),
+    }
+}
+
+async fn machine_notes(admin: &str) -> anyhow::Result<Vec<String>> {
+    let mut conn = PgConnection::connect(admin).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&mut conn)
+        .await?;
+    let fsync: String = sqlx::query_scalar("SHOW fsync")
+        .fetch_one(&mut conn)
+        .await?;
+    let sync: String = sqlx::query_scalar("SHOW synchronous_commit")
+        .fetch_one(&mut conn)
+        .await?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    Ok(vec![
+        format!(
+            "machine: {cores} cores; PostgreSQL {version}, fsync={fsync}, synchronous_commit={sync}"
+        ),
+        "every system runs against the same PostgreSQL, one after the other, with the same payload"
+            .into(),
+    ])
+}
+
+/// Appends `batch` events per request from `clients` clients, each to its
+/// own streams, with client-chosen event ids (as the SDK sends them).
+async fn strata_appends(
+    client: &reqwest::Client,
+    base: &str,
+    clients: usize,
+    batch: usize,
+    duration: Duration,
+) -> anyhow::Result<load::LoadResult> {
+    let client = client.clone();
+    let base = base.to_owned();
+    let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    load::run(clients, duration, move |c, i| {
+        let client = client.clone();
+        let body = append_body(batch);
+        let url = format!("{base}/streams/account-{run_id}{c}-{}", i % 100);
+        async move {
+            let response = client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?;
+            if response.status() != reqwest::StatusCode::CREATED {
+                bail!(
+                    "append answered {}: {}",
+                    response.status(),
+                    response.text().await?
+                );
+            }
+            Ok(batch as u64)
+        }
+    })
+    .await
+}
+
+/// `{"expected_version":"any","events":[...]}` with `n` events, each with a
+/// fresh id (as the SDK sends them), written directly as a typed client's
+/// serializer would.
+fn append_body(n: usize) -> String {
+    use std::fmt::Write;
+    let mut body = String::with_capacity(64 + n * (PAYLOAD.len() + 80));
+    body.push_str(r#"{"expected_version":"any","events":["#);
+    for i in 0..n {
+        if i > 0 {
+            body.push(',');
+        }
+        let _ = write!(
+            body,
+            r#"{{"id":"{}","type":"Deposited","data":{PAYLOAD}}}"#,
+            Uuid::new_v4()
+        );
+    }
+    body.push_str("]}");
+    body
+}
+
+async fn prepare_pgbench_table(url: &str) -> anyhow::Result<()> {
+    let mut conn = PgConnection::connect(url).await?;
+    for statement in [
+        "DROP TABLE IF EXISTS pgbench_events",
+        "DROP SEQUENCE IF EXISTS pgbench_position",
+        "DROP SEQUENCE IF EXISTS pgbench_version",
+        "CREATE TABLE pgbench_events (LIKE events INCLUDING ALL)",
+        "CREATE SEQUENCE pgbench_position",
+        "CREATE SEQUENCE pgbench_version",
+        "CREATE EXTENSION IF NOT EXISTS pgcrypto",
+    ] {
+        sqlx::query(statement).execute(&mut conn).await?;
+    }
+    Ok(())
+}
+
+async fn postgres_es_appends(
+    url: &str,
+    clients: usize,
+    duration: Duration,
+) -> anyhow::Result<load::LoadResult> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(clients as u32)
+        .connect(url)
+        .await?;
+    sqlx::raw_sql(postgres_es::SCHEMA).execute(&pool).await?;
+    let repo = Arc::new(postgres_es::PostgresEventRepository::new(pool));
+    let payload: serde_json::Value = serde_json::from_str(PAYLOAD)?;
+    // Each client appends to its own 100 aggregates, so it knows their sequences.
+    let sequences: Arc<Vec<Vec<AtomicU64>>> = Arc::new(
+        (0..clients)
+            .map(|_| (0..100).map(|_| AtomicU64::new(0)).collect())
+            .collect(),
+    );
+    load::run(clients, duration, move |c, i| {
+        let repo = Arc::clone(&repo);
+        let sequences = Arc::clone(&sequences);
+        let payload = payload.clone();
+        async move {
+            let k = (i % 100) as usize;
+            let sequence = sequences[c][k].fetch_add(1, Ordering::Relaxed) + 1;
+            postgres_es::append_one(&repo, &format!("acc-{c}-{k}"), sequence as usize, &payload)
+                .await?;
+            Ok(1)
+        }
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct Page {
+    events: Vec<serde::de::IgnoredAny>,
+    next: Option<u64>,
+}
+
+async fn head(client: &reqwest::Client, base: &str) -> anyhow::Result<u64> {
+    let page: serde_json::Value = client
+        .get(format!("{base}/all?direction=backward&limit=1"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    Ok(page["events"][0]["position"].as_u64().unwrap_or(0))
+}
+
+/// Appends 1,000-event batches from 4 clients until `$all` holds `total` events.
+async fn fill_all(client: &reqwest::Client, base: &str, total: u64) -> anyhow::Result<()> {
+    let have = head(client, base).await?;
+    if have >= total {
+        return Ok(());
+    }
+    let remaining = Arc::new(AtomicU64::new((total - have).div_ceil(1000)));
+    let payload: serde_json::Value = serde_json::from_str(PAYLOAD)?;
+    let mut tasks = Vec::new();
+    for c in 0..4 {
+        let (client, base, remaining, payload) = (
+            client.clone(),
+            base.to_owned(),
+            Arc::clone(&remaining),
+            payload.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut i = 0;
+            while remaining
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                let events: Vec<_> = (0..1000)
+                    .map(|n| json!({"type": "Deposited", "data": payload, "metadata": {"n": n}}))
+                    .collect();
+                let response = client
+                    .post(format!("{base}/streams/fill-{c}-{}", i % 1000))
+                    .json(&json!({"events": events}))
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("fill append answered {}", response.status());
+                }
+                i += 1;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(())
+}
+
+/// Reads `total` events of `$all` forward in pages of 1,000 from one client.
+async fn read_all(
+    client: &reqwest::Client,
+    base: &str,
+    total: u64,
+) -> anyhow::Result<(f64, Latencies)> {
+    let started = Instant::now();
+    let mut latencies = Vec::new();
+    let mut from = 1;
+    let mut read = 0u64;
+    while read < total {
+        let sent = Instant::now();
+        let bytes = client
+            .get(format!("{base}/all?from={from}&limit=1000"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let page: Page = serde_json::from_slice(&bytes)?;
+        latencies.push(sent.elapsed().as_micros() as u64);
+        if page.events.is_empty() {
+            break;
+        }
+        read += page.events.len() as u64;
+        from = page.next.context("forward reads have next")?;
+    }
+    Ok((
+        read as f64 / started.elapsed().as_secs_f64(),
+        Latencies(latencies),
+    ))
+}
