@@ -39,6 +39,11 @@ pub struct Options {
     /// Seconds each timed scenario runs.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Rounds per scenario: each round runs Strata and its baselines one after
+    /// the other, and the report gives the median, so that a slow spell of
+    /// the machine weighs on both sides.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Events in `$all` for the read scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub read_events: u64,

@@ -31,6 +31,111 @@ impl Latencies {
     }
 }
 
+/// Measurements by scenario and system, in the order first added.
+#[derive(Debug, Default)]
+pub struct Table {
+    series: Vec<Series>,
+}
+
+#[derive(Debug)]
+struct Series {
+    scenario: String,
+    system: String,
+    baseline: bool,
+    rates: Vec<f64>,
+    latencies: Latencies,
+}
+
+impl Table {
+    /// Adds one run of Strata (or a system compared with the baselines).
+    pub fn add(&mut self, scenario: &str, system: &str, rate: f64, latencies: Latencies) {
+        self.entry(scenario, system, false).push(rate, latencies);
+    }
+
+    /// Adds one run of a baseline.
+    pub fn add_baseline(&mut self, scenario: &str, system: &str, rate: f64) {
+        self.add_baseline_timed(scenario, system, rate, Latencies::default());
+    }
+
+    /// Adds one run of a baseline whose latencies were measured too.
+    pub fn add_baseline_timed(
+        &mut self,
+        scenario: &str,
+        system: &str,
+        rate: f64,
+        latencies: Latencies,
+    ) {
+        self.entry(scenario, system, true).push(rate, latencies);
+    }
+
+    fn entry(&mut self, scenario: &str, system: &str, baseline: bool) -> &mut Series {
+        let found = self
+            .series
+            .iter()
+            .position(|s| s.scenario == scenario && s.system == system);
+        let index = found.unwrap_or_else(|| {
+            self.series.push(Series {
+                scenario: scenario.to_owned(),
+                system: system.to_owned(),
+                baseline,
+                rates: Vec::new(),
+                latencies: Latencies::default(),
+            });
+            self.series.len() - 1
+        });
+        &mut self.series[index]
+    }
+
+    /// One row per series: the median rate, and Strata's median as a share of
+    /// each baseline's of the same scenario.
+    pub fn rows(&mut self) -> Vec<Row> {
+        let medians: Vec<f64> = self.series.iter().map(|s| median(&s.rates)).collect();
+        let strata: Vec<Option<f64>> = (0..self.series.len())
+            .map(|i| self.series_median_of(i, &medians))
+            .collect();
+        let mut rows = Vec::new();
+        for (i, series) in self.series.iter_mut().enumerate() {
+            let strata = strata[i].filter(|_| series.baseline);
+            let runs: Vec<String> = series.rates.iter().map(|r| format!("{r:.0}")).collect();
+            rows.push(Row {
+                scenario: series.scenario.clone(),
+                system: series.system.clone(),
+                events_per_sec: medians[i],
+                runs: runs.join(", "),
+                strata_share: strata.map(|s| format!("{:.0} %", 100.0 * s / medians[i])),
+                latency: series.latencies.summary(),
+            });
+        }
+        rows
+    }
+
+    /// The median of "Strata (HTTP)" in the scenario of series `i`.
+    fn series_median_of(&self, i: usize, medians: &[f64]) -> Option<f64> {
+        let scenario = &self.series[i].scenario;
+        self.series
+            .iter()
+            .position(|s| &s.scenario == scenario && s.system == "Strata (HTTP)")
+            .map(|j| medians[j])
+    }
+}
+
+impl Series {
+    fn push(&mut self, rate: f64, latencies: Latencies) {
+        self.rates.push(rate);
+        self.latencies.merge(latencies);
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
 /// One line of the report.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -38,8 +143,12 @@ pub struct Row {
     pub scenario: String,
     /// The system measured.
     pub system: String,
-    /// Events per second.
+    /// Median events per second.
     pub events_per_sec: f64,
+    /// Every run's events per second.
+    pub runs: String,
+    /// For a baseline: Strata's median as a share of it.
+    pub strata_share: Option<String>,
     /// Latency summary, if measured.
     pub latency: String,
 }
@@ -47,12 +156,19 @@ pub struct Row {
 /// Prints the report as Markdown.
 pub fn print(rows: &[Row], notes: &[String], elapsed: Duration) {
     println!();
-    println!("| scenario | system | events/s | latency |");
-    println!("| --- | --- | ---: | --- |");
+    println!(
+        "| scenario | system | events/s (median) | runs | Strata / this | latency (all runs) |"
+    );
+    println!("| --- | --- | ---: | --- | ---: | --- |");
     for row in rows {
         println!(
-            "| {} | {} | {:.0} | {} |",
-            row.scenario, row.system, row.events_per_sec, row.latency
+            "| {} | {} | {:.0} | {} | {} | {} |",
+            row.scenario,
+            row.system,
+            row.events_per_sec,
+            row.runs,
+            row.strata_share.as_deref().unwrap_or(""),
+            row.latency
         );
     }
     println!();

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::node::Node;
 use crate::pgbench::{self, PAYLOAD, Target};
-use crate::report::{self, Latencies, Row};
+use crate::report::{self, Latencies};
 use crate::{Options, load, postgres_es};
 
 const BENCH_DB: &str = "strata_bench";
@@ -75,104 +75,97 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()?;
     let target = Target::from_url(&admin)?.with_database(BENCH_DB);
-    let mut rows = Vec::new();
+    let mut series = report::Table::default();
+    let duration = options.duration();
+    const SINGLE: &str = "single-event appends, 16 clients";
+    const BATCH: &str = "100-event batches, 4 clients";
 
-    if options.runs("appends") {
-        eprintln!("appends: single events from 16 clients ...");
-        let result = strata_appends(&client, &node.url(), 16, 1, options.duration()).await?;
-        rows.push(row(
-            "single-event appends, 16 clients",
-            "Strata (HTTP)",
-            result.events_per_sec(),
-            result.latencies,
-        ));
+    if options.runs("appends") || options.runs("postgres-es") {
         prepare_pgbench_table(&bench_url).await?;
-        let tps = pgbench::run(
-            &target,
-            &pgbench::single_insert_script(),
-            16,
-            options.duration(),
-        )?;
-        rows.push(row(
-            "single-event appends, 16 clients",
-            "pgbench one-row INSERT",
-            tps,
-            Latencies::default(),
-        ));
+        let pges_url = if options.runs("postgres-es") {
+            let url = recreate_database(&admin, PGES_DB).await?;
+            let mut conn = PgConnection::connect(&url).await?;
+            sqlx::raw_sql(postgres_es::SCHEMA)
+                .execute(&mut conn)
+                .await?;
+            Some(url)
+        } else {
+            None
+        };
+        for round in 1..=options.rounds {
+            eprintln!("single-event appends, round {round}/{} ...", options.rounds);
+            if options.runs("appends") {
+                let result = strata_appends(&client, &node.url(), 16, 1, duration).await?;
+                series.add(
+                    SINGLE,
+                    "Strata (HTTP)",
+                    result.events_per_sec(),
+                    result.latencies,
+                );
+                let tps = pgbench::run(&target, &pgbench::single_insert_script(), 16, duration)?;
+                series.add_baseline(SINGLE, "pgbench one-row INSERT", tps);
+            }
+            if let Some(url) = &pges_url {
+                let result = postgres_es_appends(url, 16, duration).await?;
+                series.add_baseline_timed(
+                    SINGLE,
+                    "postgres-es (direct, no HTTP)",
+                    result.events_per_sec(),
+                    result.latencies,
+                );
+            }
+        }
     }
     if options.runs("batches") {
-        eprintln!("batches: 100 events from 4 clients ...");
-        let result = strata_appends(&client, &node.url(), 4, 100, options.duration()).await?;
-        rows.push(row(
-            "100-event batches, 4 clients",
-            "Strata (HTTP)",
-            result.events_per_sec(),
-            result.latencies,
-        ));
         prepare_pgbench_table(&bench_url).await?;
-        let tps = pgbench::run(
-            &target,
-            &pgbench::batch_values_script(),
-            4,
-            options.duration(),
-        )?;
-        rows.push(row(
-            "100-event batches, 4 clients",
-            "pgbench 100-row INSERT … VALUES (rows sent by the client)",
-            tps * 100.0,
-            Latencies::default(),
-        ));
-        let tps = pgbench::run(
-            &target,
-            &pgbench::batch_generated_script(),
-            4,
-            options.duration(),
-        )?;
-        rows.push(row(
-            "100-event batches, 4 clients",
-            "pgbench 100-row INSERT … SELECT generate_series (rows made in PostgreSQL)",
-            tps * 100.0,
-            Latencies::default(),
-        ));
-    }
-    if options.runs("postgres-es") {
-        eprintln!("postgres-es: single events from 16 tasks ...");
-        let pges_url = recreate_database(&admin, PGES_DB).await?;
-        let result = postgres_es_appends(&pges_url, 16, options.duration()).await?;
-        rows.push(row(
-            "single-event appends, 16 clients",
-            "postgres-es (direct, no HTTP)",
-            result.events_per_sec(),
-            result.latencies,
-        ));
+        for round in 1..=options.rounds {
+            eprintln!("100-event batches, round {round}/{} ...", options.rounds);
+            let result = strata_appends(&client, &node.url(), 4, 100, duration).await?;
+            series.add(
+                BATCH,
+                "Strata (HTTP)",
+                result.events_per_sec(),
+                result.latencies,
+            );
+            let tps = pgbench::run(&target, &pgbench::batch_values_script(), 4, duration)?;
+            series.add_baseline(
+                BATCH,
+                "pgbench 100-row INSERT … VALUES (rows sent by the client)",
+                tps * 100.0,
+            );
+            let tps = pgbench::run(&target, &pgbench::batch_generated_script(), 4, duration)?;
+            series.add_baseline(
+                BATCH,
+                "pgbench 100-row INSERT … SELECT generate_series (rows made inside PostgreSQL)",
+                tps * 100.0,
+            );
+        }
     }
     if options.runs("read") {
         eprintln!("read: preparing {} events in $all ...", options.read_events);
         fill_all(&client, &node.url(), options.read_events).await?;
-        eprintln!("read: reading $all forward ...");
-        let (rate, latencies) = read_all(&client, &node.url(), options.read_events).await?;
-        rows.push(row(
-            &format!(
-                "read {} events of $all forward, 1 client, pages of 1,000",
-                options.read_events
-            ),
-            "Strata (HTTP)",
-            rate,
-            latencies,
-        ));
-        let tps = pgbench::run(
-            &target,
-            &pgbench::keyset_read_script(options.read_events),
-            1,
-            options.duration(),
-        )?;
-        rows.push(row(
-            "keyset reads of 1,000 rows, 1 client",
-            "pgbench SELECT",
-            tps * 1000.0,
-            Latencies::default(),
-        ));
+        let scenario = format!(
+            "read {} events of $all forward, 1 client, pages of 1,000",
+            options.read_events
+        );
+        for round in 1..=options.rounds {
+            eprintln!("read, round {round}/{} ...", options.rounds);
+            let (rate, latencies) = read_all(&client, &node.url(), options.read_events).await?;
+            series.add(&scenario, "Strata (HTTP)", rate, latencies);
+            let tps = pgbench::run(
+                &target,
+                &pgbench::keyset_read_script(options.read_events),
+                1,
+                duration,
+            )?;
+            series.add_baseline(
+                &scenario,
+                "pgbench keyset SELECT of 1,000 rows (no HTTP, nothing decoded)",
+                tps * 1000.0,
+            );
+        }
     }
+    let rows = series.rows();
     drop(node);
     report::print(&rows, &notes, started.elapsed());
     Ok(())
@@ -190,15 +183,6 @@ impl NodeHandle {
             NodeHandle::Spawned(node) => node.url(),
             NodeHandle::External(url) => url.clone(),
         }
-    }
-}
-
-fn row(scenario: &str, system: &str, events_per_sec: f64, mut latencies: Latencies) -> Row {
-    Row {
-        scenario: scenario.to_owned(),
-        system: system.to_owned(),
-        events_per_sec,
-        latency: latencies.summary(),
     }
 }
 
@@ -305,7 +289,6 @@ async fn postgres_es_appends(
         .max_connections(clients as u32)
         .connect(url)
         .await?;
-    sqlx::raw_sql(postgres_es::SCHEMA).execute(&pool).await?;
     let repo = Arc::new(postgres_es::PostgresEventRepository::new(pool));
     let payload: serde_json::Value = serde_json::from_str(PAYLOAD)?;
     // Each client appends to its own 100 aggregates, so it knows their sequences.
@@ -314,15 +297,17 @@ async fn postgres_es_appends(
             .map(|_| (0..100).map(|_| AtomicU64::new(0)).collect())
             .collect(),
     );
+    let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
     load::run(clients, duration, move |c, i| {
+        let run_id = run_id.clone();
         let repo = Arc::clone(&repo);
         let sequences = Arc::clone(&sequences);
         let payload = payload.clone();
         async move {
             let k = (i % 100) as usize;
             let sequence = sequences[c][k].fetch_add(1, Ordering::Relaxed) + 1;
-            postgres_es::append_one(&repo, &format!("acc-{c}-{k}"), sequence as usize, &payload)
-                .await?;
+            let aggregate = format!("acc-{run_id}-{c}-{k}");
+            postgres_es::append_one(&repo, &aggregate, sequence as usize, &payload).await?;
             Ok(1)
         }
     })
