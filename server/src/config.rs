@@ -122,6 +122,12 @@ pub struct NodeArgs {
     /// Concurrent group-commit transactions (each batches many appends).
     #[arg(long, env = "STRATA_COMMITTERS", default_value_t = 3)]
     pub committers: usize,
+    /// Idle time after which an SSE stream sends a `: ping` comment, in milliseconds.
+    #[arg(long, env = "STRATA_SSE_KEEPALIVE_MS", default_value_t = 15_000)]
+    pub sse_keepalive_ms: u64,
+    /// How often the live feed looks for new events without being notified, in milliseconds.
+    #[arg(long, env = "STRATA_LIVE_POLL_MS", default_value_t = 1_000)]
+    pub live_poll_ms: u64,
     /// Log format.
     #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -163,6 +169,10 @@ pub struct NodeConfig {
     pub pool_size: u32,
     /// Concurrent group-commit transactions.
     pub committers: usize,
+    /// Idle time after which an SSE stream pings.
+    pub sse_keepalive: Duration,
+    /// Safety-net poll interval of the live feed.
+    pub live_poll: Duration,
 }
 
 /// Size limits on writes.
@@ -273,7 +283,21 @@ impl NodeArgs {
                 ),
             });
         }
+        if !(10..=300_000).contains(&self.sse_keepalive_ms) {
+            return Err(ConfigError::Invalid {
+                flag: "--sse-keepalive-ms",
+                message: format!("{} is out of range 10..=300000", self.sse_keepalive_ms),
+            });
+        }
+        if !(10..=3_600_000).contains(&self.live_poll_ms) {
+            return Err(ConfigError::Invalid {
+                flag: "--live-poll-ms",
+                message: format!("{} is out of range 10..=3600000", self.live_poll_ms),
+            });
+        }
         Ok(NodeConfig {
+            sse_keepalive: Duration::from_millis(self.sse_keepalive_ms),
+            live_poll: Duration::from_millis(self.live_poll_ms),
             listen,
             node_id,
             advertised_url,

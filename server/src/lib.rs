@@ -5,6 +5,8 @@
 //! - [`http`]: routes, extractors and the one `ApiError`;
 //! - [`store`]: every SQL statement (appends through group commit, reads,
 //!   deletes, snapshots);
+//! - [`live`]: the node's tail reader, LISTEN connection and fan-out to
+//!   Server-Sent Events subscribers;
 //! - [`embedded`]: the private PostgreSQL of `strata dev` and the tests.
 //!
 //! See ARCHITECTURE.md at the top of the repository for how they fit.
@@ -15,5 +17,6 @@ pub mod cli;
 pub mod config;
 pub mod embedded;
 pub mod http;
+pub mod live;
 pub mod startup;
 pub mod store;

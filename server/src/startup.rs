@@ -9,10 +9,11 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 use crate::config::NodeConfig;
 use crate::http::{self, AppState};
+use crate::live::{Live, LiveOptions};
 use crate::store::{self, Appender};
 
 /// A node, built and bound, not yet serving.
@@ -20,6 +21,7 @@ pub struct Application {
     listener: TcpListener,
     state: AppState,
     config: NodeConfig,
+    shutdown: watch::Sender<bool>,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every
@@ -83,7 +85,20 @@ impl Application {
     }
 
     fn from_parts(config: NodeConfig, pool: PgPool, listener: TcpListener) -> Self {
-        let appender = Appender::start(pool.clone(), config.committers, Arc::new(|_| {}));
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let live = Live::start(
+            pool.clone(),
+            config.node_id.clone(),
+            LiveOptions {
+                poll_interval: config.live_poll,
+            },
+            shutdown_rx.clone(),
+        );
+        let on_commit = {
+            let live = live.clone();
+            Arc::new(move |last: i64| live.committed(last))
+        };
+        let appender = Appender::start(pool.clone(), config.committers, on_commit);
         let state = AppState {
             pool,
             appender,
@@ -92,11 +107,15 @@ impl Application {
                 config.limits.max_inflight_body_bytes / 1024 + 1,
             )),
             metrics: metrics_handle(),
+            live,
+            shutdown: shutdown_rx,
+            sse_keepalive: config.sse_keepalive,
         };
         Application {
             listener,
             state,
             config,
+            shutdown,
         }
     }
 
@@ -137,6 +156,7 @@ impl Application {
             listener,
             state,
             config,
+            shutdown: stop,
         } = self;
         let pool = state.pool.clone();
         tracing::info!(
@@ -146,6 +166,12 @@ impl Application {
             "strata is serving"
         );
         let app = http::router(state);
+        // On the signal: end every open stream and background task, then let
+        // axum finish the requests in flight.
+        let shutdown = async move {
+            shutdown.await;
+            stop.send_replace(true);
+        };
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
             .await

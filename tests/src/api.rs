@@ -120,6 +120,28 @@ impl Api {
         self.post(&format!("/streams/{stream}"), &body).await
     }
 
+    /// The value of a Prometheus metric from `/metrics`, summed over its
+    /// label sets; 0 when absent.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("the metrics text");
+        text.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter(|line| {
+                line.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with(' ') || rest.starts_with('{'))
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Reads every event of `$all` forward, page by page, until a page is empty.
     pub async fn read_all_events(&self) -> Vec<Value> {
         let mut from = 1;

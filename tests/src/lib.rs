@@ -6,14 +6,17 @@
 //!   dropped when the test ends.
 //! - [`StrataNode`]: a real `strata serve` process on a free port.
 //! - [`Api`]: a small JSON client for assertions on status and body.
+//! - [`Sse`]: a Server-Sent Events client that parses frames.
 //! - [`wait_until`]: bounded waiting for an asynchronous outcome.
 
 mod api;
 mod node;
 mod postgres;
+mod sse;
 mod wait;
 
 pub use api::{Api, Reply};
 pub use node::{NodeBuilder, StrataNode, node_binary};
 pub use postgres::{TestDatabase, admin_url};
+pub use sse::{Frame, Sse};
 pub use wait::wait_until;

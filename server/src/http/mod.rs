@@ -8,10 +8,11 @@ pub mod json;
 pub mod openapi;
 pub mod ops;
 pub mod snapshots;
+pub mod sse;
 pub mod streams;
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -21,11 +22,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Limits;
+use crate::live::Live;
 use crate::store::Appender;
 use error::ApiError;
 
@@ -42,6 +44,12 @@ pub struct AppState {
     pub body_budget: Arc<Semaphore>,
     /// The Prometheus recorder's handle.
     pub metrics: PrometheusHandle,
+    /// The node's live feed.
+    pub live: Live,
+    /// Turns true when the node shuts down: open streams end.
+    pub shutdown: watch::Receiver<bool>,
+    /// Idle time after which an SSE stream sends `: ping`.
+    pub sse_keepalive: Duration,
 }
 
 /// All routes, with their middleware.
@@ -60,7 +68,9 @@ pub fn router(state: AppState) -> Router {
                 .put(snapshots::put_snapshot)
                 .delete(snapshots::delete_snapshot),
         )
+        .route("/streams/{stream}/subscribe", get(sse::subscribe_stream))
         .route("/all", get(all::read_all))
+        .route("/all/subscribe", get(sse::subscribe_all))
         .route("/health/live", get(ops::health_live))
         .route("/health/ready", get(ops::health_ready))
         .route("/metrics", get(ops::metrics))

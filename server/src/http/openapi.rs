@@ -24,6 +24,8 @@ use utoipa::OpenApi;
         super::snapshots::get_snapshot,
         super::snapshots::delete_snapshot,
         super::all::read_all,
+        super::sse::subscribe_all,
+        super::sse::subscribe_stream,
         super::ops::health_live,
         super::ops::health_ready,
         super::ops::metrics,

@@ -127,6 +127,87 @@ fn stream_sql(forward: bool) -> String {
     .concat()
 }
 
+/// The last position of `$all`.
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn head(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(sqlx::query_scalar("SELECT position FROM all_head")
+        .fetch_one(pool)
+        .await?)
+}
+
+/// A forward page of one stream for a live subscription, with the `$all`
+/// head of the same snapshot (where the live feed takes over).
+#[derive(Debug)]
+pub struct StreamFollow {
+    /// The stream's version (0 when it has never had an event).
+    pub version: i64,
+    /// Whether the stream was hard-deleted.
+    pub tombstoned: bool,
+    /// Readable events from the requested version, in order.
+    pub events: Vec<StoredEvent>,
+    /// Whether more events follow this page.
+    pub more: bool,
+    /// The last position of `$all` in this snapshot.
+    pub head: i64,
+}
+
+/// Reads up to `limit` readable events of `stream` from version `from`, for a
+/// subscription: a stream without events is an empty page, not an error.
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn follow_stream(
+    pool: &PgPool,
+    stream: &str,
+    from: i64,
+    limit: i64,
+) -> Result<StreamFollow, StoreError> {
+    let sql = [
+        "SELECT h.position AS head, s.version AS stream_version, s.tombstoned, ev.* \
+         FROM all_head h LEFT JOIN streams s ON s.name = $1 \
+         LEFT JOIN LATERAL (SELECT ",
+        EVENT_COLUMNS,
+        " FROM events e WHERE e.stream = $1 \
+           AND e.version >= greatest($2, coalesce(s.first_version, 1)) \
+         ORDER BY e.version LIMIT $3) ev ON true",
+    ]
+    .concat();
+    let rows = sqlx::query(&sql)
+        .bind(stream)
+        .bind(from)
+        .bind(limit + 1)
+        .fetch_all(pool)
+        .await?;
+    let mut page = StreamFollow {
+        version: 0,
+        tombstoned: false,
+        events: Vec::with_capacity(rows.len()),
+        more: false,
+        head: 0,
+    };
+    for row in &rows {
+        page.head = row.try_get("head")?;
+        page.version = row
+            .try_get::<Option<i64>, _>("stream_version")?
+            .unwrap_or(0);
+        page.tombstoned = row
+            .try_get::<Option<bool>, _>("tombstoned")?
+            .unwrap_or(false);
+        if let Some(event) = StoredEvent::from_optional_row(row)? {
+            page.events.push(event);
+        }
+    }
+    if page.events.len() as i64 > limit {
+        page.events.pop();
+        page.more = true;
+    }
+    Ok(page)
+}
+
 /// Filters of a `$all` read. Empty lists mean "no filter".
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllFilter {

@@ -11,6 +11,8 @@ mod delete;
 mod dev;
 /// Per-stream linearizability under concurrent writers.
 mod linearizability;
+/// Live subscriptions over Server-Sent Events.
+mod live;
 /// Health, metrics, OpenAPI, shutdown, an unreachable database.
 mod ops;
 /// The `$all` ordering guarantee across nodes.

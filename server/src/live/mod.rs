@@ -1,0 +1,314 @@
+//! Live delivery: one tail reader and one LISTEN connection per node, fanning
+//! new events out to every subscriber of the node.
+//!
+//! - The **tail** task reads `$all` from its cursor whenever something may have
+//!   been committed, and broadcasts what it read as a [`Batch`]. It is woken
+//!   by this node's own commits (in process), by a NOTIFY from other nodes,
+//!   and, as a safety net, every `--live-poll-ms`. The number of queries it
+//!   makes does not depend on the number of subscribers.
+//! - The **notifier** sends one NOTIFY per group commit of this node, in its
+//!   own transaction, outside the append path (a NOTIFY inside the append
+//!   transaction would serialise commits on the notification queue lock).
+//!   Commits that land while a NOTIFY is in flight share the next one.
+//! - The **listener** holds the LISTEN connection. When it is lost (database
+//!   restart, `pg_terminate_backend`) it reconnects and wakes the tail, which
+//!   catches up from its cursor: nothing is missed, only delayed.
+//!
+//! Batches cover contiguous ranges of positions (`start..=end`, holes
+//! included), so a subscriber that sees a batch starting after the position it
+//! expects knows it missed something (it subscribed late or lagged) and pages
+//! the gap from the database on its own before going on.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use strata_core::Direction;
+use tokio::sync::{Notify, broadcast, watch};
+
+use crate::store::{self, AllFilter, StoredEvent};
+
+/// The NOTIFY channel of appends.
+const CHANNEL: &str = "strata_all";
+/// Events the tail reads per query.
+const TAIL_PAGE: i64 = 512;
+/// Batches kept for slow subscribers; one that falls further behind pages
+/// from the database instead.
+const BROADCAST_CAPACITY: usize = 256;
+
+/// One event as the live feed carries it: its JSON written once, shared by
+/// every subscriber.
+#[derive(Debug)]
+pub struct LiveEvent {
+    /// Position in `$all`.
+    pub position: i64,
+    /// Version in its stream.
+    pub version: i64,
+    /// Its stream.
+    pub stream: String,
+    /// Its event type.
+    pub event_type: String,
+    /// The `RecordedEvent` JSON, on one line.
+    pub json: Bytes,
+    /// The complete SSE frame for `$all` subscribers (`id: <position>`).
+    pub all_frame: Bytes,
+}
+
+impl LiveEvent {
+    /// Writes an event read from the database.
+    pub fn new(event: &StoredEvent) -> LiveEvent {
+        let mut json = Vec::with_capacity(event.data.len() + event.metadata.len() + 256);
+        event.write_json(&mut json);
+        let json = Bytes::from(json);
+        let all_frame = frame(event.position, &json);
+        LiveEvent {
+            position: event.position,
+            version: event.version,
+            stream: event.stream.clone(),
+            event_type: event.event_type.clone(),
+            json,
+            all_frame,
+        }
+    }
+
+    /// The event's category (the stream name before its first `-`).
+    pub fn category(&self) -> &str {
+        strata_core::names::category_of(&self.stream)
+    }
+
+    /// Whether it passes a `$all` subscription's filter.
+    pub fn matches(&self, filter: &AllFilter) -> bool {
+        (filter.categories.is_empty() || filter.categories.iter().any(|c| c == self.category()))
+            && (filter.types.is_empty() || filter.types.contains(&self.event_type))
+    }
+}
+
+/// An SSE frame: `id: <id>`, `data: <json>`, blank line.
+pub fn frame(id: i64, json: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(json.len() + 32);
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(id.to_string().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    out.extend_from_slice(json);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// What the tail read: every event with a position in `start..=end`.
+#[derive(Debug)]
+pub struct Batch {
+    /// The first position the batch covers.
+    pub start: i64,
+    /// The last position it covers.
+    pub end: i64,
+    /// The events in that range, in order.
+    pub events: Vec<LiveEvent>,
+}
+
+/// Settings of the live feed.
+#[derive(Debug, Clone, Copy)]
+pub struct LiveOptions {
+    /// How often the tail looks for new events without being woken.
+    pub poll_interval: Duration,
+}
+
+/// The node's live feed. Cheap to clone.
+#[derive(Clone)]
+pub struct Live {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sender: broadcast::Sender<Arc<Batch>>,
+    wake: Notify,
+    notify: watch::Sender<i64>,
+    node_id: String,
+}
+
+impl Live {
+    /// Starts the tail, the notifier and the listener on `pool`; they stop
+    /// when `shutdown` turns true.
+    pub fn start(
+        pool: PgPool,
+        node_id: String,
+        options: LiveOptions,
+        shutdown: watch::Receiver<bool>,
+    ) -> Live {
+        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
+        let (notify, notify_rx) = watch::channel(0);
+        let live = Live {
+            inner: Arc::new(Inner {
+                sender,
+                wake: Notify::new(),
+                notify,
+                node_id,
+            }),
+        };
+        tokio::spawn(tail(live.clone(), pool.clone(), options, shutdown.clone()));
+        tokio::spawn(notifier(
+            live.clone(),
+            pool.clone(),
+            notify_rx,
+            shutdown.clone(),
+        ));
+        tokio::spawn(listener(live.clone(), pool, shutdown));
+        live
+    }
+
+    /// A receiver of every batch broadcast from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
+        self.inner.sender.subscribe()
+    }
+
+    /// This node committed events up to `last_position`: wake the tail now
+    /// and tell the other nodes.
+    pub fn committed(&self, last_position: i64) {
+        self.inner.wake.notify_one();
+        self.inner.notify.send_replace(last_position);
+    }
+}
+
+async fn tail(live: Live, pool: PgPool, options: LiveOptions, mut shutdown: watch::Receiver<bool>) {
+    // Start after the current head: subscribers catch up on older events
+    // themselves.
+    let mut cursor = loop {
+        match store::head(&pool).await {
+            Ok(head) => break head + 1,
+            Err(error) => {
+                tracing::warn!(%error, "live feed: cannot read the head of $all yet; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+        }
+    };
+    let mut broadcast_from = cursor;
+    let no_filter = AllFilter::default();
+    loop {
+        tokio::select! {
+            _ = live.inner.wake.notified() => {}
+            _ = tokio::time::sleep(options.poll_interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        loop {
+            metrics::counter!("strata_live_tail_queries_total").increment(1);
+            let page = match store::read_all(
+                &pool,
+                Some(cursor),
+                Direction::Forward,
+                TAIL_PAGE,
+                &no_filter,
+            )
+            .await
+            {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(error = %error, "live feed: reading $all failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    live.inner.wake.notify_one();
+                    break;
+                }
+            };
+            let next = page.next.unwrap_or(cursor);
+            let full = page.events.len() as i64 >= TAIL_PAGE;
+            if !page.events.is_empty() {
+                let batch = Batch {
+                    start: broadcast_from,
+                    end: next - 1,
+                    events: page.events.iter().map(LiveEvent::new).collect(),
+                };
+                metrics::counter!("strata_live_events_total").increment(batch.events.len() as u64);
+                // No receiver is fine: nobody is subscribed.
+                let _ = live.inner.sender.send(Arc::new(batch));
+                broadcast_from = next;
+            }
+            cursor = next;
+            if !full {
+                break;
+            }
+        }
+    }
+}
+
+async fn notifier(
+    live: Live,
+    pool: PgPool,
+    mut commits: watch::Receiver<i64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = commits.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        let last = *commits.borrow_and_update();
+        let payload = format!("{}:{last}", live.inner.node_id);
+        if let Err(error) = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(payload)
+            .execute(&pool)
+            .await
+        {
+            // Other nodes still find the events at their next poll.
+            tracing::warn!(%error, "live feed: NOTIFY failed");
+        }
+    }
+}
+
+async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
+    let own = format!("{}:", live.inner.node_id);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = tokio::select! {
+            result = connected => match result {
+                Ok(listener) => listener,
+                Err(error) => {
+                    tracing::warn!(%error, "live feed: cannot LISTEN; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => return,
+        };
+        backoff = Duration::from_millis(100);
+        // Anything committed while we were not listening is caught up now.
+        live.inner.wake.notify_one();
+        loop {
+            let received = tokio::select! {
+                received = listener.try_recv() => received,
+                _ = shutdown.changed() => return,
+            };
+            match received {
+                Ok(Some(notification)) => {
+                    if !notification.payload().starts_with(&own) {
+                        live.inner.wake.notify_one();
+                    }
+                }
+                Ok(None) => {
+                    tracing::warn!(
+                        "live feed: the LISTEN connection was lost; reconnecting and catching up"
+                    );
+                    metrics::counter!("strata_live_listen_reconnects_total").increment(1);
+                    live.inner.wake.notify_one();
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "live feed: LISTEN failed; reconnecting");
+                    metrics::counter!("strata_live_listen_reconnects_total").increment(1);
+                    break;
+                }
+            }
+        }
+    }
+}
