@@ -10,6 +10,7 @@
 //! `strata serve`), and prints a Markdown report. Without a URL it uses
 //! `DATABASE_URL`, or a private durable PostgreSQL started like `strata dev`.
 
+mod live;
 mod load;
 mod node;
 mod pgbench;
@@ -47,8 +48,11 @@ pub struct Options {
     /// Events in `$all` for the read scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub read_events: u64,
-    /// Scenarios to run (comma-separated): appends, batches, postgres-es, read.
-    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned()])]
+    /// Subscribers of the fan-out scenario.
+    #[arg(long, default_value_t = 10_000)]
+    pub subscribers: u64,
+    /// Scenarios to run (comma-separated): appends, batches, postgres-es, read, live, fanout.
+    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned()])]
     pub only: Vec<String>,
 }
 

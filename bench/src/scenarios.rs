@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::node::Node;
 use crate::pgbench::{self, PAYLOAD, Target};
 use crate::report::{self, Latencies};
-use crate::{Options, load, postgres_es};
+use crate::{Options, live, load, postgres_es};
 
 const BENCH_DB: &str = "strata_bench";
 const PGES_DB: &str = "strata_bench_pges";
@@ -165,6 +165,29 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             );
         }
     }
+    if options.runs("live") {
+        for (label, rate) in [("idle (20 appends/s)", 20), ("under load (2,000 appends/s)", 2000)] {
+            for round in 1..=options.rounds {
+                eprintln!("live latency {label}, round {round}/{} ...", options.rounds);
+                let (latencies, appended, _) = live::latency(&client, &node.url(), rate, duration).await?;
+                let achieved = appended as f64 / duration.as_secs_f64();
+                series.add(&format!("append → SSE delivery, one subscriber, {label}"), "Strata (HTTP)", achieved, latencies);
+            }
+        }
+    }
+    if options.runs("fanout") {
+        eprintln!("fan-out: {} subscribers on $all ...", options.subscribers);
+        let rate = 20;
+        let fan = live::fan_out(&node.url(), &bench_url, node.pid(), options.subscribers, rate, duration).await?;
+        let mut latencies = fan.latencies;
+        notes.push(format!(
+            "fan-out: {} subscribers on `$all` while {} events were appended at {rate}/s: {} got every event in order; \
+             node RSS {:.0} MiB; delivery of sampled subscribers (1 in 100): {}; database: {:.1} transactions/s in all \
+             (the appends included), tail {:.1} queries/s, subscriber catch-up {:.1} queries/s",
+            fan.subscribers, fan.appended, fan.complete, fan.rss_mib, latencies.summary(), fan.db_xacts_per_sec,
+            fan.tail_queries_per_sec, fan.catch_up_queries_per_sec
+        ));
+    }
     let rows = series.rows();
     drop(node);
     report::print(&rows, &notes, started.elapsed());
@@ -178,6 +201,13 @@ enum NodeHandle {
 }
 
 impl NodeHandle {
+    fn pid(&self) -> Option<u32> {
+        match self {
+            NodeHandle::Spawned(node) => Some(node.pid()),
+            NodeHandle::External(_) => None,
+        }
+    }
+
     fn url(&self) -> String {
         match self {
             NodeHandle::Spawned(node) => node.url(),
