@@ -71,7 +71,9 @@ pub async fn subscriber(
                 }
                 continue;
             }
-            let Some(rest) = frame.strip_prefix(b"id: ") else { continue };
+            let Some(rest) = frame.strip_prefix(b"id: ") else {
+                continue;
+            };
             let line_end = rest.iter().position(|b| *b == b'\n').unwrap_or(rest.len());
             let id: i64 = std::str::from_utf8(&rest[..line_end])?.parse()?;
             if id <= last_id {
@@ -217,7 +219,9 @@ pub async fn fan_out(
     rate: u64,
     duration: Duration,
 ) -> anyhow::Result<FanOut> {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()?;
     let target = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + duration + Duration::from_secs(180);
@@ -272,7 +276,8 @@ pub async fn fan_out(
     }
     let elapsed = started.elapsed().as_secs_f64();
     result.db_xacts_per_sec = (xacts(&mut conn).await? - xacts0) as f64 / elapsed;
-    result.tail_queries_per_sec = (metric("strata_live_tail_queries_total").await? - tail0) / elapsed;
+    result.tail_queries_per_sec =
+        (metric("strata_live_tail_queries_total").await? - tail0) / elapsed;
     result.catch_up_queries_per_sec =
         (metric("strata_sse_catchup_queries_total").await? - catch0) / elapsed;
     Ok(result)
@@ -287,7 +292,12 @@ async fn xacts(conn: &mut PgConnection) -> anyhow::Result<i64> {
 }
 
 async fn read_metric(client: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<f64> {
-    let text = client.get(format!("{base}/metrics")).send().await?.text().await?;
+    let text = client
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .filter(|l| l.starts_with(name) && !l.starts_with('#'))

@@ -166,19 +166,36 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         }
     }
     if options.runs("live") {
-        for (label, rate) in [("idle (20 appends/s)", 20), ("under load (2,000 appends/s)", 2000)] {
+        for (label, rate) in [
+            ("idle (20 appends/s)", 20),
+            ("under load (2,000 appends/s)", 2000),
+        ] {
             for round in 1..=options.rounds {
                 eprintln!("live latency {label}, round {round}/{} ...", options.rounds);
-                let (latencies, appended, _) = live::latency(&client, &node.url(), rate, duration).await?;
+                let (latencies, appended, _) =
+                    live::latency(&client, &node.url(), rate, duration).await?;
                 let achieved = appended as f64 / duration.as_secs_f64();
-                series.add(&format!("append → SSE delivery, one subscriber, {label}"), "Strata (HTTP)", achieved, latencies);
+                series.add(
+                    &format!("append → SSE delivery, one subscriber, {label}"),
+                    "Strata (HTTP)",
+                    achieved,
+                    latencies,
+                );
             }
         }
     }
     if options.runs("fanout") {
         eprintln!("fan-out: {} subscribers on $all ...", options.subscribers);
         let rate = 20;
-        let fan = live::fan_out(&node.url(), &bench_url, node.pid(), options.subscribers, rate, duration).await?;
+        let fan = live::fan_out(
+            &node.url(),
+            &bench_url,
+            node.pid(),
+            options.subscribers,
+            rate,
+            duration,
+        )
+        .await?;
         let mut latencies = fan.latencies;
         notes.push(format!(
             "fan-out: {} subscribers on `$all` while {} events were appended at {rate}/s: {} got every event in order; \

@@ -128,6 +128,10 @@ pub struct NodeArgs {
     /// How often the live feed looks for new events without being notified, in milliseconds.
     #[arg(long, env = "STRATA_LIVE_POLL_MS", default_value_t = 1_000)]
     pub live_poll_ms: u64,
+    /// Origins whose browser pages may call this API (CORS), comma-separated;
+    /// `*` for any. None by default.
+    #[arg(long, env = "STRATA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
     /// Log format.
     #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -173,6 +177,8 @@ pub struct NodeConfig {
     pub sse_keepalive: Duration,
     /// Safety-net poll interval of the live feed.
     pub live_poll: Duration,
+    /// Browser origins allowed to call the API (`*`: any).
+    pub cors_origins: Vec<String>,
 }
 
 /// Size limits on writes.
@@ -295,7 +301,21 @@ impl NodeArgs {
                 message: format!("{} is out of range 10..=3600000", self.live_poll_ms),
             });
         }
+        for origin in &self.cors_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("http://") || origin.starts_with("https://"))
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    flag: "--cors-origins",
+                    message: format!(
+                        "{origin:?} is not an origin like https://app.example.com, or *"
+                    ),
+                });
+            }
+        }
         Ok(NodeConfig {
+            cors_origins: self.cors_origins.clone(),
             sse_keepalive: Duration::from_millis(self.sse_keepalive_ms),
             live_poll: Duration::from_millis(self.live_poll_ms),
             listen,

@@ -165,7 +165,7 @@ impl Application {
             advertised = %advertised_url,
             "strata is serving"
         );
-        let app = http::router(state);
+        let app = http::router(state, &config.cors_origins);
         // On the signal: end every open stream and background task, then let
         // axum finish the requests in flight.
         let shutdown = async move {

@@ -445,3 +445,34 @@ async fn a_database_restart_mid_stream_loses_nothing() {
         .unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn browsers_on_configured_origins_may_subscribe() {
+    let db = TestDatabase::create().await;
+    let node = NodeBuilder::new(db.url())
+        .args(["--cors-origins", "https://app.example.com"])
+        .start()
+        .await;
+    let client = reqwest::Client::new();
+    let allowed = |origin: &'static str| {
+        let client = client.clone();
+        let url = format!("{}/streams", node.url());
+        async move {
+            let response = client
+                .get(url)
+                .header("origin", origin)
+                .send()
+                .await
+                .unwrap();
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_owned())
+        }
+    };
+    assert_eq!(
+        allowed("https://app.example.com").await.as_deref(),
+        Some("https://app.example.com")
+    );
+    assert_eq!(allowed("https://evil.example.com").await, None);
+}
