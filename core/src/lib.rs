@@ -3,7 +3,10 @@
 //! - [`wire`]: the JSON bodies of the HTTP API ([`RecordedEvent`], [`AppendRequest`], …);
 //! - [`names`]: the naming rules for streams, categories, event types and resources;
 //! - [`ExpectedVersion`] and [`WrongExpectedVersion`]: optimistic concurrency as types;
-//! - [`time`]: how timestamps look on the wire.
+//! - [`subscription`]: persistent subscriptions and the cluster view;
+//! - [`time`]: how timestamps look on the wire;
+//! - `lease` (feature `postgres`): leases with fencing and leader placement,
+//!   shared by the server and the projection workers.
 //!
 //! It has no database and no HTTP dependency, so the SDK can use it as is.
 //!
@@ -21,7 +24,10 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "postgres")]
+pub mod lease;
 pub mod names;
+pub mod subscription;
 pub mod time;
 mod version;
 pub mod wire;

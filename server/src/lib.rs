@@ -7,6 +7,8 @@
 //!   deletes, snapshots);
 //! - [`live`]: the node's tail reader, LISTEN connection and fan-out to
 //!   Server-Sent Events subscribers;
+//! - [`cluster`] and [`subscriptions`]: leases, leaders, and the persistent
+//!   subscriptions this node leads;
 //! - [`embedded`]: the private PostgreSQL of `strata dev` and the tests.
 //!
 //! See ARCHITECTURE.md at the top of the repository for how they fit.
@@ -14,9 +16,11 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod embedded;
 pub mod http;
 pub mod live;
 pub mod startup;
 pub mod store;
+pub mod subscriptions;

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -11,10 +12,13 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::cluster;
 use crate::config::NodeConfig;
 use crate::http::{self, AppState};
 use crate::live::{Live, LiveOptions};
 use crate::store::{self, Appender};
+use crate::subscriptions::Subscriptions;
+use strata_core::lease::Leases;
 
 /// A node, built and bound, not yet serving.
 pub struct Application {
@@ -99,6 +103,8 @@ impl Application {
             Arc::new(move |last: i64| live.committed(last))
         };
         let appender = Appender::start(pool.clone(), config.committers, on_commit);
+        let subscriptions = Subscriptions::new(pool.clone(), live.clone());
+        let leases = Leases::new(pool.clone(), config.node_id.clone(), config.lease_ttl);
         let state = AppState {
             pool,
             appender,
@@ -110,6 +116,9 @@ impl Application {
             live,
             shutdown: shutdown_rx,
             sse_keepalive: config.sse_keepalive,
+            subscriptions,
+            leases,
+            node_id: config.node_id.clone(),
         };
         Application {
             listener,
@@ -165,6 +174,14 @@ impl Application {
             advertised = %advertised_url,
             "strata is serving"
         );
+        let coordinator = tokio::spawn(cluster::run(
+            state.leases.clone(),
+            advertised_url.clone(),
+            state.subscriptions.clone(),
+            pool.clone(),
+            state.live.cluster_wake(),
+            state.shutdown.clone(),
+        ));
         let app = http::router(state, &config.cors_origins);
         // On the signal: end every open stream and background task, then let
         // axum finish the requests in flight.
@@ -176,6 +193,15 @@ impl Application {
             .with_graceful_shutdown(shutdown)
             .await
             .context("the HTTP server failed")?;
+        // Hand the leases back before the pool goes.
+        if tokio::time::timeout(Duration::from_secs(10), coordinator)
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "the cluster coordinator did not stop in time; leases lapse after the TTL"
+            );
+        }
         pool.close().await;
         tracing::info!(node = %config.node_id, "strata stopped");
         Ok(())

@@ -60,6 +60,7 @@ pub fn filter_params(params: &mut Params, with_correlation: bool) -> Result<AllF
         categories,
         types,
         correlation_id,
+        stream: None,
     })
 }
 

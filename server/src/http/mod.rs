@@ -10,6 +10,7 @@ pub mod ops;
 pub mod snapshots;
 pub mod sse;
 pub mod streams;
+pub mod subscriptions;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +52,12 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Idle time after which an SSE stream sends `: ping`.
     pub sse_keepalive: Duration,
+    /// The dispatchers of the subscriptions this node leads.
+    pub subscriptions: crate::subscriptions::Subscriptions,
+    /// This node's leases (and the lease TTL).
+    pub leases: strata_core::lease::Leases,
+    /// This node's id.
+    pub node_id: String,
 }
 
 /// Cross-origin access for browser pages (an `EventSource` on another
@@ -91,6 +98,26 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .route("/streams/{stream}/subscribe", get(sse::subscribe_stream))
         .route("/all", get(all::read_all))
         .route("/all/subscribe", get(sse::subscribe_all))
+        .route("/subscriptions", get(subscriptions::list_subscriptions))
+        .route(
+            "/subscriptions/{name}",
+            get(subscriptions::get_subscription)
+                .put(subscriptions::put_subscription)
+                .delete(subscriptions::delete_subscription),
+        )
+        .route("/subscriptions/{name}/consume", get(subscriptions::consume))
+        .route("/subscriptions/{name}/ack", post(subscriptions::ack))
+        .route("/subscriptions/{name}/nack", post(subscriptions::nack))
+        .route(
+            "/subscriptions/{name}/parked",
+            get(subscriptions::list_parked),
+        )
+        .route(
+            "/subscriptions/{name}/parked/replay",
+            post(subscriptions::replay_parked),
+        )
+        .route("/subscriptions/{name}/reset", post(subscriptions::reset))
+        .route("/cluster", get(subscriptions::cluster))
         .route("/health/live", get(ops::health_live))
         .route("/health/ready", get(ops::health_ready))
         .route("/metrics", get(ops::metrics))

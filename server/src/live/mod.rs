@@ -10,7 +10,8 @@
 //!   own transaction, outside the append path (a NOTIFY inside the append
 //!   transaction would serialise commits on the notification queue lock).
 //!   Commits that land while a NOTIFY is in flight share the next one.
-//! - The **listener** holds the LISTEN connection. When it is lost (database
+//! - The **listener** holds the LISTEN connection (it also hears the
+//!   `strata_cluster` channel, which wakes the cluster coordinator). When it is lost (database
 //!   restart, `pg_terminate_backend`) it reconnects and wakes the tail, which
 //!   catches up from its cursor: nothing is missed, only delayed.
 //!
@@ -123,6 +124,7 @@ pub struct Live {
 struct Inner {
     sender: broadcast::Sender<Arc<Batch>>,
     wake: Notify,
+    cluster_wake: Arc<Notify>,
     notify: watch::Sender<i64>,
     node_id: String,
 }
@@ -142,6 +144,7 @@ impl Live {
             inner: Arc::new(Inner {
                 sender,
                 wake: Notify::new(),
+                cluster_wake: Arc::new(Notify::new()),
                 notify,
                 node_id,
             }),
@@ -160,6 +163,12 @@ impl Live {
     /// A receiver of every batch broadcast from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
         self.inner.sender.subscribe()
+    }
+
+    /// Notified when another node asks the coordinators to work now (on the
+    /// `strata_cluster` channel, through this node's LISTEN connection).
+    pub fn cluster_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.cluster_wake)
     }
 
     /// This node committed events up to `last_position`: wake the tail now
@@ -264,7 +273,9 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
     loop {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
-            listener.listen(CHANNEL).await?;
+            listener
+                .listen_all([CHANNEL, crate::cluster::CHANNEL])
+                .await?;
             Ok::<_, sqlx::Error>(listener)
         };
         let mut listener = tokio::select! {
@@ -292,7 +303,9 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
             };
             match received {
                 Ok(Some(notification)) => {
-                    if !notification.payload().starts_with(&own) {
+                    if notification.channel() == crate::cluster::CHANNEL {
+                        live.inner.cluster_wake.notify_one();
+                    } else if !notification.payload().starts_with(&own) {
                         live.inner.wake.notify_one();
                     }
                 }

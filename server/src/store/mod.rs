@@ -12,6 +12,7 @@ mod error;
 mod event;
 mod read;
 mod snapshot;
+pub mod subscriptions;
 
 use std::time::Duration;
 

@@ -217,12 +217,17 @@ pub struct AllFilter {
     pub types: Vec<String>,
     /// One correlation id.
     pub correlation_id: Option<Uuid>,
+    /// One stream (persistent subscriptions on a stream).
+    pub stream: Option<String>,
 }
 
 impl AllFilter {
     /// Whether the filter lets everything through.
     pub fn is_empty(&self) -> bool {
-        self.categories.is_empty() && self.types.is_empty() && self.correlation_id.is_none()
+        self.categories.is_empty()
+            && self.types.is_empty()
+            && self.correlation_id.is_none()
+            && self.stream.is_none()
     }
 }
 
@@ -266,6 +271,7 @@ pub async fn read_all(
         .bind(categories)
         .bind(types)
         .bind(filter.correlation_id)
+        .bind(filter.stream.as_deref())
         .fetch_all(pool)
         .await?;
     let mut head = 0;
@@ -303,7 +309,23 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
         ("<=", "DESC")
     };
     let mut conditions: Vec<&str> = Vec::new();
-    let source = if filter.correlation_id.is_some() {
+    // Within one stream, version order is position order, and the
+    // (stream, version) index walks it.
+    let order_by = if filter.stream.is_some() {
+        conditions.push("e.stream = $6");
+        "e.version "
+    } else {
+        "e.position "
+    };
+    let source = if filter.stream.is_some() {
+        if !filter.categories.is_empty() {
+            conditions.push("e.category = ANY($3)");
+        }
+        if !filter.types.is_empty() {
+            conditions.push("e.type = ANY($4)");
+        }
+        None
+    } else if filter.correlation_id.is_some() {
         conditions.push("e.correlation_id = $5");
         if !filter.categories.is_empty() {
             conditions.push("e.category = ANY($3)");
@@ -334,7 +356,8 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
         EVENT_COLUMNS,
         " FROM events e WHERE ",
         &wheres,
-        " ORDER BY e.position ",
+        " ORDER BY ",
+        order_by,
         order,
         " LIMIT $2",
     ]
@@ -344,7 +367,7 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
         None => [
             &scan,
             " ) ev ON true WHERE ($3::text[] IS NULL OR true) AND ($4::text[] IS NULL OR true) \
-             AND ($5::uuid IS NULL OR true)",
+             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true)",
         ]
         .concat(),
         Some(values) => [
@@ -355,7 +378,7 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
             ") m ORDER BY m.position ",
             order,
             " LIMIT $2) ev ON true WHERE ($3::text[] IS NULL OR true) AND ($4::text[] IS NULL OR true) \
-             AND ($5::uuid IS NULL OR true)",
+             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true)",
         ]
         .concat(),
     };

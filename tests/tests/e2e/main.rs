@@ -5,6 +5,8 @@
 mod append;
 /// Malformed input of every kind: always a JSON 4xx, never a 5xx or a dropped connection.
 mod bad_input;
+/// Several nodes: leases, failover, fencing, handover.
+mod cluster;
 /// Soft and hard deletes.
 mod delete;
 /// `strata dev`: the embedded PostgreSQL.
@@ -21,6 +23,8 @@ mod ordering;
 mod read;
 /// Snapshots.
 mod snapshots;
+/// Persistent subscriptions on one node.
+mod subscriptions;
 
 use serde_json::{Value, json};
 use strata_tests::{StrataNode, TestDatabase};

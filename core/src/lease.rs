@@ -1,0 +1,295 @@
+//! Leases with fencing in PostgreSQL: one leader per resource, elected through
+//! the `leases` table, shared by the server (persistent subscriptions) and the
+//! projection workers.
+//!
+//! - Taking a lease that is free, released or expired bumps its `epoch`; the
+//!   holder renews it before it expires; a clean shutdown releases it.
+//! - Every write a leader makes is conditional on its [`Fence`]: the lease row
+//!   still has the leader's owner and epoch. A paused or cut-off ex-leader
+//!   therefore cannot write once someone else took over. The fence locks the
+//!   lease row in share mode, so a takeover waits for a fenced write in flight
+//!   and the write never lands after the takeover.
+//! - All times are the database's clock; nodes' clocks never matter.
+//! - Nothing here uses session state (advisory locks, LISTEN): it works the
+//!   same through connection poolers in transaction mode.
+//!
+//! ```
+//! use strata_core::lease::rendezvous;
+//!
+//! let nodes = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+//! let leader = rendezvous(&nodes, "subscription:orders").unwrap();
+//! // Another node leaving does not move the resource.
+//! let rest: Vec<String> = nodes.iter().filter(|n| *n == leader || n.as_str() != "c").cloned().collect();
+//! assert_eq!(rendezvous(&rest, "subscription:orders"), Some(leader));
+//! ```
+
+use std::time::Duration;
+
+use sqlx::{PgPool, Postgres, Row};
+
+/// Where a resource should be led: the live node with the highest score for
+/// it (rendezvous hashing). Leadership spreads over the nodes, and when a node
+/// comes or goes only the resources it wins or held move.
+pub fn rendezvous<'a>(nodes: &'a [String], resource: &str) -> Option<&'a str> {
+    nodes
+        .iter()
+        .max_by_key(|node| score(node, resource))
+        .map(String::as_str)
+}
+
+fn score(node: &str, resource: &str) -> u64 {
+    let mut hash = 0xcbf2_9ce4_8422_2325_u64;
+    for byte in node.bytes().chain([0]).chain(resource.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
+    }
+    // A final mix so that similar names do not score alike.
+    hash ^= hash >> 33;
+    hash = hash.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    hash ^ (hash >> 33)
+}
+
+/// Proof of leadership for conditional writes: the lease of `resource` held
+/// by `owner` in `epoch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The resource led.
+    pub resource: String,
+    /// The leader.
+    pub owner: String,
+    /// Its epoch.
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// Checks, inside `tx`, that the lease is still ours, and locks it in
+    /// share mode until `tx` ends so that no takeover can commit meanwhile.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails. `Ok(false)`: the lease moved on (fenced).
+    pub async fn hold(
+        &self,
+        tx: &mut sqlx::Transaction<'_, Postgres>,
+    ) -> Result<bool, sqlx::Error> {
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT epoch FROM leases WHERE resource = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+        )
+        .bind(&self.resource)
+        .bind(&self.owner)
+        .bind(self.epoch)
+        .fetch_optional(&mut **tx)
+        .await?;
+        Ok(held.is_some())
+    }
+}
+
+/// The leases of one owner (a node, or a projection worker).
+#[derive(Debug, Clone)]
+pub struct Leases {
+    pool: PgPool,
+    owner: String,
+    ttl: Duration,
+}
+
+impl Leases {
+    /// Leases held by `owner`, valid `ttl` after each renewal.
+    pub fn new(pool: PgPool, owner: impl Into<String>, ttl: Duration) -> Self {
+        Leases {
+            pool,
+            owner: owner.into(),
+            ttl,
+        }
+    }
+
+    /// The owner's name.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The time-to-live of a lease.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    fn ttl_ms(&self) -> i64 {
+        self.ttl.as_millis() as i64
+    }
+
+    /// Records that this owner, reachable at `url`, is alive.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn heartbeat(&self, url: &str) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO nodes (id, advertised_url) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET advertised_url = excluded.advertised_url, \
+                 last_heartbeat = clock_timestamp()",
+        )
+        .bind(&self.owner)
+        .bind(url)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes this owner from the live nodes (a clean shutdown).
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn leave(&self) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM nodes WHERE id = $1")
+            .bind(&self.owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ids of the nodes whose heartbeat is younger than the TTL, sorted.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, sqlx::Error> {
+        sqlx::query_scalar(
+            "SELECT id FROM nodes \
+             WHERE last_heartbeat > clock_timestamp() - make_interval(secs => $1 / 1000.0) \
+             ORDER BY id",
+        )
+        .bind(self.ttl_ms() as f64)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Takes every lease of `resources` that is free, released or expired;
+    /// returns the fences of those taken (their epochs bumped).
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn acquire(&self, resources: &[String]) -> Result<Vec<Fence>, sqlx::Error> {
+        if resources.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "INSERT INTO leases AS l (resource, owner, epoch, expires_at) \
+             SELECT r, $2, 1, clock_timestamp() + make_interval(secs => $3 / 1000.0) \
+             FROM unnest($1::text[]) AS r ORDER BY r \
+             ON CONFLICT (resource) DO UPDATE \
+                 SET owner = excluded.owner, epoch = l.epoch + 1, expires_at = excluded.expires_at \
+                 WHERE l.owner IS NULL OR l.expires_at < clock_timestamp() \
+             RETURNING resource, epoch",
+        )
+        .bind(resources)
+        .bind(&self.owner)
+        .bind(self.ttl_ms() as f64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Fence {
+                    resource: row.try_get("resource")?,
+                    owner: self.owner.clone(),
+                    epoch: row.try_get("epoch")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Extends the leases still ours; returns the resources renewed (a lease
+    /// missing from the answer was lost).
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn renew(&self, held: &[Fence]) -> Result<Vec<String>, sqlx::Error> {
+        if held.is_empty() {
+            return Ok(Vec::new());
+        }
+        let resources: Vec<&str> = held.iter().map(|f| f.resource.as_str()).collect();
+        let epochs: Vec<i64> = held.iter().map(|f| f.epoch).collect();
+        sqlx::query_scalar(
+            "UPDATE leases AS l \
+             SET expires_at = clock_timestamp() + make_interval(secs => $4 / 1000.0) \
+             FROM unnest($1::text[], $2::int8[]) AS h (resource, epoch) \
+             WHERE l.resource = h.resource AND l.epoch = h.epoch AND l.owner = $3 \
+             RETURNING l.resource",
+        )
+        .bind(&resources)
+        .bind(&epochs)
+        .bind(&self.owner)
+        .bind(self.ttl_ms() as f64)
+        .fetch_all(&self.pool)
+        .await
+    }
+
+    /// Gives leases back at once (a clean shutdown, or a handover to the
+    /// node that should lead): the next taker does not wait for the TTL.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn release(&self, held: &[Fence]) -> Result<(), sqlx::Error> {
+        if held.is_empty() {
+            return Ok(());
+        }
+        let resources: Vec<&str> = held.iter().map(|f| f.resource.as_str()).collect();
+        let epochs: Vec<i64> = held.iter().map(|f| f.epoch).collect();
+        sqlx::query(
+            "UPDATE leases AS l SET owner = NULL, expires_at = clock_timestamp() \
+             FROM unnest($1::text[], $2::int8[]) AS h (resource, epoch) \
+             WHERE l.resource = h.resource AND l.epoch = h.epoch AND l.owner = $3",
+        )
+        .bind(&resources)
+        .bind(&epochs)
+        .bind(&self.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Who holds `resource` now (an unexpired lease), and in which epoch.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn holder(&self, resource: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
+        let row = sqlx::query(
+            "SELECT owner, epoch FROM leases \
+             WHERE resource = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()",
+        )
+        .bind(resource)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| Ok((row.try_get("owner")?, row.try_get("epoch")?)))
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rendezvous_spreads_and_moves_little() {
+        let nodes: Vec<String> = (0..3).map(|i| format!("node-{i}")).collect();
+        let resources: Vec<String> = (0..300).map(|i| format!("subscription:s{i}")).collect();
+        let mut counts = [0; 3];
+        for r in &resources {
+            let leader = rendezvous(&nodes, r).unwrap();
+            counts[nodes.iter().position(|n| n == leader).unwrap()] += 1;
+        }
+        assert!(counts.iter().all(|c| *c > 60), "uneven spread: {counts:?}");
+        // node-2 leaves: only its resources move.
+        let fewer = &nodes[..2];
+        for r in &resources {
+            let before = rendezvous(&nodes, r).unwrap();
+            let after = rendezvous(fewer, r).unwrap();
+            if before != "node-2" {
+                assert_eq!(before, after, "{r} moved without reason");
+            }
+        }
+        assert_eq!(rendezvous(&[], "x"), None);
+    }
+}

@@ -1,0 +1,415 @@
+//! Persistent subscriptions on one node: delivery, acks, ordering, retries,
+//! parking, replay, reset, status.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use strata_tests::{Api, Sse, wait_until};
+
+use crate::{events, setup};
+
+const T: Duration = Duration::from_secs(20);
+
+pub async fn create(api: &Api, name: &str, settings: Value) {
+    let r = api.put(&format!("/subscriptions/{name}"), &settings).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+/// Connects a consumer through `base` (redirects are followed).
+pub async fn consumer(base: &str, name: &str) -> Sse {
+    let sse = Sse::connect(&format!("{base}/subscriptions/{name}/consume"), None).await;
+    assert_eq!(sse.status, StatusCode::OK);
+    sse
+}
+
+/// The next delivery: (position, event JSON with "attempt").
+pub async fn delivery(sse: &mut Sse, timeout: Duration) -> Option<(u64, Value)> {
+    let (id, _, json) = sse.next_event(timeout).await?;
+    Some((id.expect("deliveries have ids").parse().unwrap(), json))
+}
+
+/// The next delivery, or `None` after `timeout` without one.
+pub async fn try_delivery(sse: &mut Sse, timeout: Duration) -> Option<(u64, Value)> {
+    loop {
+        match sse.try_next(timeout).await {
+            Ok(Some(frame @ strata_tests::Frame::Event { .. })) => {
+                let json = frame.json();
+                if let strata_tests::Frame::Event { id: Some(id), .. } = frame {
+                    return Some((id.parse().unwrap(), json));
+                }
+            }
+            Ok(Some(_)) => continue,
+            _ => return None,
+        }
+    }
+}
+
+pub async fn ack(api: &Api, name: &str, positions: &[u64]) -> StatusCode {
+    api.post(
+        &format!("/subscriptions/{name}/ack"),
+        &json!({"positions": positions}),
+    )
+    .await
+    .status
+}
+
+pub async fn status(api: &Api, name: &str) -> Value {
+    let r = api.get(&format!("/subscriptions/{name}")).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    r.body
+}
+
+#[tokio::test]
+async fn deliveries_are_acked_and_the_checkpoint_follows() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    api.append("acc-1", json!("any"), events("Deposited", 3))
+        .await;
+    api.append("other-1", json!("any"), events("Noise", 2))
+        .await;
+    create(
+        &api,
+        "balances",
+        json!({"source": {"category": "acc"}, "partition_by": "none"}),
+    )
+    .await;
+
+    let mut sse = consumer(api.base(), "balances").await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let (position, event) = delivery(&mut sse, T).await.unwrap();
+        assert_eq!(event["attempt"], 1);
+        assert_eq!(event["stream"], "acc-1");
+        got.push(position);
+    }
+    assert_eq!(got, vec![1, 2, 3]);
+    assert_eq!(
+        ack(&api, "balances", &[1, 2, 3]).await,
+        StatusCode::NO_CONTENT
+    );
+    api.append("acc-2", json!("any"), events("Deposited", 1))
+        .await;
+    let (position, _) = delivery(&mut sse, T).await.unwrap();
+    assert_eq!(position, 6);
+    assert_eq!(ack(&api, "balances", &[6]).await, StatusCode::NO_CONTENT);
+
+    let s = status(&api, "balances").await;
+    assert_eq!(s["checkpoint"], 6);
+    assert_eq!(s["head"], 6);
+    assert_eq!(s["lag"], 0);
+    assert_eq!(s["leader"], api.get("/cluster").await.body["node"]);
+    assert!(s["epoch"].as_u64().unwrap() >= 1);
+    wait_until(T, "the leader to report its consumer", || async {
+        let s = status(&api, "balances").await;
+        s["consumers"] == 1 && s["in_flight"] == 0
+    })
+    .await;
+    let list = api.get("/subscriptions").await;
+    assert_eq!(list.body.as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn definitions_are_validated_updated_and_deleted() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    for (body, field) in [
+        (json!({"source": {"stream": "$all"}}), "source"),
+        (json!({"source": {"all": true, "type": "X"}}), "source"),
+        (
+            json!({"source": {"all": true}, "max_in_flight": 0}),
+            "max_in_flight",
+        ),
+        (
+            json!({"source": {"all": true}, "ack_timeout_ms": 1}),
+            "ack_timeout_ms",
+        ),
+        (
+            json!({"source": {"all": true}, "partition_by": "color"}),
+            "partition_by",
+        ),
+    ] {
+        let r = api.put("/subscriptions/s1", &body).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}: {:?}", r.body);
+        assert!(
+            r.body["field"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with(field),
+            "{body}: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(
+        api.put("/subscriptions/bad:name", &json!({"source": {"all": true}}))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.get("/subscriptions/nope").await.error(),
+        "subscription_not_found"
+    );
+    assert_eq!(
+        api.get("/subscriptions/nope/consume").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    api.append("x-1", json!("any"), events("E", 4)).await;
+    create(
+        &api,
+        "late",
+        json!({"source": {"all": true}, "start_from": "end"}),
+    )
+    .await;
+    assert_eq!(status(&api, "late").await["checkpoint"], 4);
+    create(
+        &api,
+        "middle",
+        json!({"source": {"all": true}, "start_from": 3}),
+    )
+    .await;
+    assert_eq!(status(&api, "middle").await["checkpoint"], 2);
+    let r = api
+        .put(
+            "/subscriptions/middle",
+            &json!({"source": {"all": true}, "max_in_flight": 7}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["max_in_flight"], 7);
+    assert_eq!(r.body["checkpoint"], 2, "an update keeps the progress");
+    assert_eq!(
+        api.delete("/subscriptions/middle").await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        api.delete("/subscriptions/middle").await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_go_out_one_at_a_time_in_order_across_consumers() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(
+        &api,
+        "ordered",
+        json!({"source": {"category": "p"}, "partition_by": "stream", "max_in_flight": 50}),
+    )
+    .await;
+    for round in 0..10 {
+        for s in 0..4 {
+            api.append(
+                &format!("p-{s}"),
+                json!("any"),
+                events("E", 1 + (round + s) % 3),
+            )
+            .await;
+        }
+    }
+    let total = api.get("/all?limit=1000").await.body["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    let log = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::<(usize, String, u64)>::new()));
+    let mut tasks = Vec::new();
+    for c in 0..2 {
+        let (api, log) = (api.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut sse = consumer(api.base(), "ordered").await;
+            let mut mine = 0;
+            while let Some((position, event)) = try_delivery(&mut sse, Duration::from_secs(3)).await
+            {
+                log.lock().await.push((
+                    c,
+                    event["stream"].as_str().unwrap().to_owned(),
+                    event["version"].as_u64().unwrap(),
+                ));
+                // Slow down a little, so that a second event of the same stream
+                // would have time to go out if ordering were not enforced.
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                assert_eq!(
+                    ack(&api, "ordered", &[position]).await,
+                    StatusCode::NO_CONTENT
+                );
+                mine += 1;
+            }
+            mine
+        }));
+    }
+    // Each consumer stops after 3 s without deliveries.
+    let counts: Vec<usize> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .collect();
+    assert_eq!(
+        counts.iter().sum::<usize>(),
+        total,
+        "every event once: {counts:?}"
+    );
+    assert!(
+        counts.iter().all(|c| *c > 0),
+        "both consumers got work: {counts:?}"
+    );
+    let log = log.lock().await;
+    let mut per_stream: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (_, stream, version) in log.iter() {
+        per_stream.entry(stream).or_default().push(*version);
+    }
+    for (stream, versions) in per_stream {
+        let sorted: Vec<u64> = (1..=versions.len() as u64).collect();
+        assert_eq!(versions, sorted, "{stream} went out of order");
+    }
+}
+
+#[tokio::test]
+async fn unacked_events_are_retried_then_parked_then_replayed() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(&api, "flaky", json!({"source": {"all": true}, "partition_by": "none", "ack_timeout_ms": 300, "max_retries": 1})).await;
+    api.append("f-1", json!("any"), events("E", 1)).await;
+    let mut sse = consumer(api.base(), "flaky").await;
+    // Never acked: delivered, then once more after the timeout, then parked.
+    let (p1, e1) = delivery(&mut sse, T).await.unwrap();
+    let (p2, e2) = delivery(&mut sse, T).await.unwrap();
+    assert_eq!((p1, p2), (1, 1));
+    assert_eq!(
+        (e1["attempt"].clone(), e2["attempt"].clone()),
+        (json!(1), json!(2))
+    );
+    wait_until(T, "the event to be parked", || async {
+        status(&api, "flaky").await["parked"] == 1
+    })
+    .await;
+    let parked = api.get("/subscriptions/flaky/parked").await;
+    assert_eq!(parked.body["parked"][0]["position"], 1);
+    assert_eq!(parked.body["parked"][0]["attempts"], 2);
+    assert_eq!(parked.body["parked"][0]["reason"], "max_retries");
+    assert_eq!(parked.body["parked"][0]["event"]["stream"], "f-1");
+    // Parking settles it: the checkpoint moves past it.
+    wait_until(T, "the checkpoint to pass the parked event", || async {
+        status(&api, "flaky").await["checkpoint"] == 1
+    })
+    .await;
+
+    // Replay: delivered again; acked this time, it leaves the parked list.
+    let r = api
+        .post("/subscriptions/flaky/parked/replay", &json!({}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["replayed"].clone()),
+        (StatusCode::OK, json!(1))
+    );
+    let (p, _) = delivery(&mut sse, T).await.unwrap();
+    assert_eq!(p, 1);
+    assert_eq!(ack(&api, "flaky", &[1]).await, StatusCode::NO_CONTENT);
+    assert_eq!(status(&api, "flaky").await["parked"], 0);
+
+    // Nack: park at once, or skip.
+    api.append("f-2", json!("any"), events("E", 2)).await;
+    let (a, _) = delivery(&mut sse, T).await.unwrap();
+    let (b, _) = delivery(&mut sse, T).await.unwrap();
+    let r = api
+        .post(
+            "/subscriptions/flaky/nack",
+            &json!({"positions": [a], "action": "park"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = api
+        .post(
+            "/subscriptions/flaky/nack",
+            &json!({"positions": [b], "action": "skip"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let s = status(&api, "flaky").await;
+    assert_eq!(
+        (s["parked"].clone(), s["checkpoint"].clone()),
+        (json!(1), json!(3))
+    );
+    let parked = api.get("/subscriptions/flaky/parked").await;
+    assert_eq!(parked.body["parked"][0]["reason"], "nack");
+
+    // Retry: delivered again at once with the next attempt number.
+    api.append("f-3", json!("any"), events("E", 1)).await;
+    let (c, first) = delivery(&mut sse, T).await.unwrap();
+    api.post(
+        "/subscriptions/flaky/nack",
+        &json!({"positions": [c], "action": "retry"}),
+    )
+    .await;
+    let (again, second) = delivery(&mut sse, T).await.unwrap();
+    assert_eq!(again, c);
+    assert_eq!(second["attempt"], first["attempt"].as_u64().unwrap() + 1);
+}
+
+#[tokio::test]
+async fn reset_delivers_again_from_where_asked() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(
+        &api,
+        "again",
+        json!({"source": {"all": true}, "partition_by": "none"}),
+    )
+    .await;
+    api.append("r-1", json!("any"), events("E", 3)).await;
+    let mut sse = consumer(api.base(), "again").await;
+    for _ in 0..3 {
+        let (p, _) = delivery(&mut sse, T).await.unwrap();
+        ack(&api, "again", &[p]).await;
+    }
+    assert_eq!(status(&api, "again").await["checkpoint"], 3);
+    let r = api
+        .post("/subscriptions/again/reset", &json!({"to": 2}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(status(&api, "again").await["checkpoint"], 1);
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        seen.push(delivery(&mut sse, T).await.unwrap().0);
+    }
+    assert_eq!(seen, vec![2, 3]);
+    let r = api
+        .post("/subscriptions/again/reset", &json!({"to": "start"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    assert_eq!(delivery(&mut sse, T).await.unwrap().0, 1);
+}
+
+#[tokio::test]
+async fn a_consumer_that_never_acks_loses_its_events_to_one_that_does() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(&api, "shared", json!({"source": {"all": true}, "partition_by": "none", "ack_timeout_ms": 400, "max_retries": 5})).await;
+    let mut lazy = consumer(api.base(), "shared").await;
+    api.append("s-1", json!("any"), events("E", 4)).await;
+    // The lazy consumer takes them first and sits on them.
+    let mut taken = HashSet::new();
+    for _ in 0..4 {
+        taken.insert(delivery(&mut lazy, T).await.unwrap().0);
+    }
+    let mut busy = consumer(api.base(), "shared").await;
+    let started = Instant::now();
+    let mut acked = HashSet::new();
+    while acked.len() < 4 {
+        let (p, event) = delivery(&mut busy, T).await.unwrap();
+        assert!(
+            event["attempt"].as_u64().unwrap() >= 2,
+            "redelivered after the timeout"
+        );
+        assert_eq!(ack(&api, "shared", &[p]).await, StatusCode::NO_CONTENT);
+        acked.insert(p);
+    }
+    assert_eq!(acked, taken);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    wait_until(T, "everything to settle", || async {
+        status(&api, "shared").await["checkpoint"] == 4
+    })
+    .await;
+}
