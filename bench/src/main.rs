@@ -17,6 +17,7 @@ mod pgbench;
 mod postgres_es;
 mod report;
 mod scenarios;
+mod subscription;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -51,8 +52,9 @@ pub struct Options {
     /// Subscribers of the fan-out scenario.
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: u64,
-    /// Scenarios to run (comma-separated): appends, batches, postgres-es, read, live, fanout.
-    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned()])]
+    /// Scenarios to run (comma-separated): appends, batches, postgres-es, read,
+    /// live, fanout, subscription, failover.
+    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned(), "subscription".to_owned(), "failover".to_owned()])]
     pub only: Vec<String>,
 }
 

@@ -267,6 +267,13 @@ async fn notifier(
     }
 }
 
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>) {
     let own = format!("{}:", live.inner.node_id);
     let mut backoff = Duration::from_millis(100);
@@ -296,12 +303,37 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
         backoff = Duration::from_millis(100);
         // Anything committed while we were not listening is caught up now.
         live.inner.wake.notify_one();
+        // Check that notifications reach this connection: behind a pooler in
+        // transaction mode (PgBouncer) LISTEN silently hears nothing.
+        let probe = format!("probe:{}:{}", live.inner.node_id, uuid::Uuid::new_v4().simple());
+        let probe_sent = sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(CHANNEL)
+            .bind(&probe)
+            .execute(&pool)
+            .await
+            .is_ok();
+        let mut probe_deadline = probe_sent.then(|| tokio::time::Instant::now() + Duration::from_secs(5));
         loop {
             let received = tokio::select! {
                 received = listener.try_recv() => received,
+                _ = sleep_until_opt(probe_deadline) => {
+                    probe_deadline = None;
+                    metrics::gauge!("strata_live_listen_verified").set(0.0);
+                    tracing::error!(
+                        "live feed: a NOTIFY sent through the pool never reached the LISTEN connection. \
+                         If PostgreSQL is behind a pooler in transaction mode (PgBouncer), LISTEN does not \
+                         work there: live delivery falls back to polling every --live-poll-ms. Connect \
+                         Strata to PostgreSQL directly, or use the pooler's session mode"
+                    );
+                    continue;
+                }
                 _ = shutdown.changed() => return,
             };
             match received {
+                Ok(Some(notification)) if notification.payload() == probe => {
+                    probe_deadline = None;
+                    metrics::gauge!("strata_live_listen_verified").set(1.0);
+                }
                 Ok(Some(notification)) => {
                     if notification.channel() == crate::cluster::CHANNEL {
                         live.inner.cluster_wake.notify_one();
