@@ -15,6 +15,7 @@ mod load;
 mod node;
 mod pgbench;
 mod postgres_es;
+mod projection;
 mod report;
 mod scenarios;
 mod subscription;
@@ -49,12 +50,15 @@ pub struct Options {
     /// Events in `$all` for the read scenario.
     #[arg(long, default_value_t = 1_000_000)]
     pub read_events: u64,
+    /// Events in the log for the projection catch-up scenario.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub projection_events: u64,
     /// Subscribers of the fan-out scenario.
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: u64,
     /// Scenarios to run (comma-separated): appends, batches, postgres-es, read,
-    /// live, fanout, subscription, failover.
-    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned(), "subscription".to_owned(), "failover".to_owned()])]
+    /// live, fanout, subscription, failover, projection.
+    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned(), "subscription".to_owned(), "failover".to_owned(), "projection".to_owned()])]
     pub only: Vec<String>,
 }
 

@@ -207,7 +207,10 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     }
     if options.runs("subscription") {
         for round in 1..=options.rounds {
-            eprintln!("persistent subscription, 200,000 events, 4 consumers, round {round}/{} ...", options.rounds);
+            eprintln!(
+                "persistent subscription, 200,000 events, 4 consumers, round {round}/{} ...",
+                options.rounds
+            );
             let rate = crate::subscription::throughput(&node.url(), 200_000).await?;
             series.add("acked events through one persistent subscription, 4 consumers (200,000-event backlog)", "Strata (HTTP)", rate, Latencies::default());
         }
@@ -215,16 +218,46 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
     if options.runs("failover") {
         let mut times = Vec::new();
         for round in 1..=options.rounds {
-            eprintln!("failover (3 nodes, kill -9 the leader), round {round}/{} ...", options.rounds);
+            eprintln!(
+                "failover (3 nodes, kill -9 the leader), round {round}/{} ...",
+                options.rounds
+            );
             let url = recreate_database(&admin, "strata_bench_failover").await?;
             times.push(crate::subscription::failover(&url, 5000).await?);
         }
         times.sort();
-        let shown: Vec<String> = times.iter().map(|t| format!("{:.2} s", t.as_secs_f64())).collect();
+        let shown: Vec<String> = times
+            .iter()
+            .map(|t| format!("{:.2} s", t.as_secs_f64()))
+            .collect();
         notes.push(format!(
             "failover of a persistent subscription (3 nodes, --lease-ttl-ms 5000, kill -9 of the leader → first delivery by the new leader): median {:.2} s (runs: {})",
             times[times.len() / 2].as_secs_f64(),
             shown.join(", ")
+        ));
+    }
+    if options.runs("projection") {
+        eprintln!(
+            "projection: {} account events, then account_balances from scratch ...",
+            options.projection_events
+        );
+        let url = recreate_database(&admin, "strata_bench_projection").await?;
+        let node = Node::start(&url, &["--pool-size", "16"])?;
+        let figures =
+            crate::projection::run(&node.url(), &url, options.projection_events, duration).await?;
+        let mut lag = figures.live_lag.clone();
+        series.add(
+            &format!(
+                "account_balances catch-up over {} events (batches of 5,000)",
+                figures.events
+            ),
+            "strata-projections",
+            figures.catch_up_rate,
+            Latencies::default(),
+        );
+        notes.push(format!(
+            "projection live lag (append sent → read model and checkpoint committed), one append at a time: {}",
+            lag.summary()
         ));
     }
     let rows = series.rows();

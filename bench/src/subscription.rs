@@ -23,7 +23,11 @@ async fn consumer(
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
     while !done.load(Ordering::Acquire) {
-        let response = match client.get(format!("{base}/subscriptions/{name}/consume")).send().await {
+        let response = match client
+            .get(format!("{base}/subscriptions/{name}/consume"))
+            .send()
+            .await
+        {
             Ok(r) if r.status().is_success() => r,
             _ => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -53,12 +57,19 @@ async fn consumer(
                         let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
                         batch.push(std::str::from_utf8(line)?.parse()?);
                         let now = epoch.elapsed().as_micros() as u64;
-                        let _ = first_delivery.compare_exchange(0, now.max(1), Ordering::AcqRel, Ordering::Acquire);
+                        let _ = first_delivery.compare_exchange(
+                            0,
+                            now.max(1),
+                            Ordering::AcqRel,
+                            Ordering::Acquire,
+                        );
                     }
                 }
                 buffer.drain(..start);
             }
-            if !batch.is_empty() && (batch.len() >= 200 || last_ack.elapsed() >= Duration::from_millis(5)) {
+            if !batch.is_empty()
+                && (batch.len() >= 200 || last_ack.elapsed() >= Duration::from_millis(5))
+            {
                 let n = batch.len() as u64;
                 let response = client
                     .post(format!("{base}/subscriptions/{name}/ack"))
@@ -76,8 +87,17 @@ async fn consumer(
     Ok(())
 }
 
-async fn status(client: &reqwest::Client, base: &str, name: &str) -> anyhow::Result<serde_json::Value> {
-    Ok(client.get(format!("{base}/subscriptions/{name}")).send().await?.json().await?)
+async fn status(
+    client: &reqwest::Client,
+    base: &str,
+    name: &str,
+) -> anyhow::Result<serde_json::Value> {
+    Ok(client
+        .get(format!("{base}/subscriptions/{name}"))
+        .send()
+        .await?
+        .json()
+        .await?)
 }
 
 /// Appends `events` in 1,000-event batches from 4 clients.
@@ -127,7 +147,9 @@ pub async fn throughput(base: &str, events: u64) -> anyhow::Result<f64> {
         bail!("creating the subscription answered {}", r.status());
     }
     backlog(&client, base, events).await?;
-    let head = status(&client, base, &name).await?["head"].as_u64().context("head")?;
+    let head = status(&client, base, &name).await?["head"]
+        .as_u64()
+        .context("head")?;
     let acked = Arc::new(AtomicU64::new(0));
     let done = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now();
@@ -158,7 +180,10 @@ pub async fn throughput(base: &str, events: u64) -> anyhow::Result<f64> {
     for task in tasks {
         let _ = task.await;
     }
-    let _ = client.delete(format!("{base}/subscriptions/{name}")).send().await;
+    let _ = client
+        .delete(format!("{base}/subscriptions/{name}"))
+        .send()
+        .await;
     Ok(acked.load(Ordering::Acquire) as f64 / elapsed.as_secs_f64())
 }
 
@@ -226,7 +251,11 @@ pub async fn failover(database_url: &str, ttl_ms: u64) -> anyhow::Result<Duratio
     drop(victim); // SIGKILL
     let started = Instant::now();
     let first = loop {
-        let seen: Vec<u64> = firsts.iter().map(|f| f.load(Ordering::Acquire)).filter(|t| *t > 0).collect();
+        let seen: Vec<u64> = firsts
+            .iter()
+            .map(|f| f.load(Ordering::Acquire))
+            .filter(|t| *t > 0)
+            .collect();
         if let Some(t) = seen.into_iter().min() {
             // A delivery of the old leader still in a socket buffer does not count.
             if Duration::from_micros(t) > killed + Duration::from_millis(100) {

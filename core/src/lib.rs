@@ -26,6 +26,8 @@
 
 #[cfg(feature = "postgres")]
 pub mod lease;
+#[cfg(feature = "postgres")]
+pub mod log;
 pub mod names;
 pub mod subscription;
 pub mod time;

@@ -14,9 +14,11 @@ mod node;
 mod postgres;
 mod sse;
 mod wait;
+mod worker;
 
 pub use api::{Api, Reply};
 pub use node::{NodeBuilder, StrataNode, node_binary};
 pub use postgres::{TestDatabase, admin_url};
 pub use sse::{Frame, Sse};
 pub use wait::wait_until;
+pub use worker::WorkerProcess;

@@ -7,6 +7,7 @@ pub mod extract;
 pub mod json;
 pub mod openapi;
 pub mod ops;
+pub mod projections;
 pub mod snapshots;
 pub mod sse;
 pub mod streams;
@@ -118,6 +119,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         )
         .route("/subscriptions/{name}/reset", post(subscriptions::reset))
         .route("/cluster", get(subscriptions::cluster))
+        .route("/projections", get(projections::list_projections))
+        .route("/projections/{name}/pause", post(projections::pause))
+        .route("/projections/{name}/resume", post(projections::resume))
+        .route("/projections/{name}/rebuild", post(projections::rebuild))
         .route("/health/live", get(ops::health_live))
         .route("/health/ready", get(ops::health_ready))
         .route("/metrics", get(ops::metrics))

@@ -37,6 +37,10 @@ use utoipa::OpenApi;
         super::subscriptions::replay_parked,
         super::subscriptions::reset,
         super::subscriptions::cluster,
+        super::projections::list_projections,
+        super::projections::pause,
+        super::projections::resume,
+        super::projections::rebuild,
         super::ops::health_live,
         super::ops::health_ready,
         super::ops::metrics,
@@ -67,6 +71,7 @@ use utoipa::OpenApi;
         strata_core::subscription::ClusterView,
         strata_core::subscription::NodeInfo,
         strata_core::subscription::LeaseInfo,
+        strata_core::subscription::ProjectionStatus,
     ))
 )]
 struct ApiDoc;

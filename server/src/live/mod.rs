@@ -305,14 +305,19 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
         live.inner.wake.notify_one();
         // Check that notifications reach this connection: behind a pooler in
         // transaction mode (PgBouncer) LISTEN silently hears nothing.
-        let probe = format!("probe:{}:{}", live.inner.node_id, uuid::Uuid::new_v4().simple());
+        let probe = format!(
+            "probe:{}:{}",
+            live.inner.node_id,
+            uuid::Uuid::new_v4().simple()
+        );
         let probe_sent = sqlx::query("SELECT pg_notify($1, $2)")
             .bind(CHANNEL)
             .bind(&probe)
             .execute(&pool)
             .await
             .is_ok();
-        let mut probe_deadline = probe_sent.then(|| tokio::time::Instant::now() + Duration::from_secs(5));
+        let mut probe_deadline =
+            probe_sent.then(|| tokio::time::Instant::now() + Duration::from_secs(5));
         loop {
             let received = tokio::select! {
                 received = listener.try_recv() => received,

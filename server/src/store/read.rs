@@ -5,10 +5,10 @@
 
 use sqlx::{PgPool, Row};
 use strata_core::Direction;
-use uuid::Uuid;
 
 use super::error::StoreError;
 use super::event::{EVENT_COLUMNS, StoredEvent};
+pub use strata_core::log::{AllFilter, AllRead};
 
 /// Why a stream read found nothing to return.
 #[derive(Debug, thiserror::Error)]
@@ -127,17 +127,6 @@ fn stream_sql(forward: bool) -> String {
     .concat()
 }
 
-/// The last position of `$all`.
-///
-/// # Errors
-///
-/// When the database fails.
-pub async fn head(pool: &PgPool) -> Result<i64, StoreError> {
-    Ok(sqlx::query_scalar("SELECT position FROM all_head")
-        .fetch_one(pool)
-        .await?)
-}
-
 /// A forward page of one stream for a live subscription, with the `$all`
 /// head of the same snapshot (where the live feed takes over).
 #[derive(Debug)]
@@ -208,187 +197,6 @@ pub async fn follow_stream(
     Ok(page)
 }
 
-/// Filters of a `$all` read. Empty lists mean "no filter".
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllFilter {
-    /// Categories (any of).
-    pub categories: Vec<String>,
-    /// Event types (any of).
-    pub types: Vec<String>,
-    /// One correlation id.
-    pub correlation_id: Option<Uuid>,
-    /// One stream (persistent subscriptions on a stream).
-    pub stream: Option<String>,
-}
-
-impl AllFilter {
-    /// Whether the filter lets everything through.
-    pub fn is_empty(&self) -> bool {
-        self.categories.is_empty()
-            && self.types.is_empty()
-            && self.correlation_id.is_none()
-            && self.stream.is_none()
-    }
-}
-
-/// A page of `$all`.
-#[derive(Debug)]
-pub struct AllRead {
-    /// The events, in the direction read.
-    pub events: Vec<StoredEvent>,
-    /// The `from` of the following page (always set forward; `None` at the
-    /// start going backward).
-    pub next: Option<i64>,
-    /// The last position stored when the page was read.
-    pub head: i64,
-}
-
-/// Reads up to `limit` events of `$all` that pass `filter`, from position
-/// `from` (inclusive) in `direction`.
-///
-/// Going forward, `next` is where to continue: after the last event of a
-/// full page, or after the head when the page reached it (so that a filtered
-/// reader does not scan the same stretch again).
-///
-/// # Errors
-///
-/// When the database fails.
-pub async fn read_all(
-    pool: &PgPool,
-    from: Option<i64>,
-    direction: Direction,
-    limit: i64,
-    filter: &AllFilter,
-) -> Result<AllRead, StoreError> {
-    let forward = direction == Direction::Forward;
-    let from = from.unwrap_or(if forward { 1 } else { i64::MAX });
-    let sql = all_sql(forward, filter);
-    let categories = (!filter.categories.is_empty()).then_some(&filter.categories);
-    let types = (!filter.types.is_empty()).then_some(&filter.types);
-    let rows = sqlx::query(&sql)
-        .bind(from)
-        .bind(limit)
-        .bind(categories)
-        .bind(types)
-        .bind(filter.correlation_id)
-        .bind(filter.stream.as_deref())
-        .fetch_all(pool)
-        .await?;
-    let mut head = 0;
-    let mut events = Vec::with_capacity(rows.len());
-    for row in &rows {
-        head = row.try_get("head")?;
-        if let Some(event) = StoredEvent::from_optional_row(row)? {
-            events.push(event);
-        }
-    }
-    let full = events.len() as i64 >= limit;
-    let last = events.last().map(|e| e.position);
-    let next = if forward {
-        Some(match last {
-            Some(last) if full => last + 1,
-            _ => from.max(head + 1),
-        })
-    } else {
-        match last {
-            Some(last) if full && last > 1 => Some(last - 1),
-            _ => None,
-        }
-    };
-    Ok(AllRead { events, next, head })
-}
-
-/// Builds the `$all` query from fixed fragments (no input is ever spliced
-/// in): each filter shape gets a plan that walks the right index in
-/// position order. Parameters: $1 from, $2 limit, $3 categories text[],
-/// $4 types text[], $5 correlation id (unused ones are null).
-fn all_sql(forward: bool, filter: &AllFilter) -> String {
-    let (cmp, order) = if forward {
-        (">=", "ASC")
-    } else {
-        ("<=", "DESC")
-    };
-    let mut conditions: Vec<&str> = Vec::new();
-    // Within one stream, version order is position order, and the
-    // (stream, version) index walks it.
-    let order_by = if filter.stream.is_some() {
-        conditions.push("e.stream = $6");
-        "e.version "
-    } else {
-        "e.position "
-    };
-    let source = if filter.stream.is_some() {
-        if !filter.categories.is_empty() {
-            conditions.push("e.category = ANY($3)");
-        }
-        if !filter.types.is_empty() {
-            conditions.push("e.type = ANY($4)");
-        }
-        None
-    } else if filter.correlation_id.is_some() {
-        conditions.push("e.correlation_id = $5");
-        if !filter.categories.is_empty() {
-            conditions.push("e.category = ANY($3)");
-        }
-        if !filter.types.is_empty() {
-            conditions.push("e.type = ANY($4)");
-        }
-        None
-    } else if !filter.categories.is_empty() {
-        // One index range scan per category, merged: an `= ANY` on the
-        // (category, position) index cannot return rows in position order.
-        conditions.push("e.category = f.value");
-        if !filter.types.is_empty() {
-            conditions.push("e.type = ANY($4)");
-        }
-        Some("unnest($3::text[])")
-    } else if !filter.types.is_empty() {
-        conditions.push("e.type = f.value");
-        Some("unnest($4::text[])")
-    } else {
-        None
-    };
-    let position = ["e.position ", cmp, " $1"].concat();
-    conditions.push(&position);
-    let wheres = conditions.join(" AND ");
-    let scan = [
-        "SELECT ",
-        EVENT_COLUMNS,
-        " FROM events e WHERE ",
-        &wheres,
-        " ORDER BY ",
-        order_by,
-        order,
-        " LIMIT $2",
-    ]
-    .concat();
-    let page = match source {
-        // Unused parameters still need a type for PostgreSQL to accept them.
-        None => [
-            &scan,
-            " ) ev ON true WHERE ($3::text[] IS NULL OR true) AND ($4::text[] IS NULL OR true) \
-             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true)",
-        ]
-        .concat(),
-        Some(values) => [
-            "SELECT m.* FROM (SELECT value FROM ",
-            values,
-            " AS value) f CROSS JOIN LATERAL (",
-            &scan,
-            ") m ORDER BY m.position ",
-            order,
-            " LIMIT $2) ev ON true WHERE ($3::text[] IS NULL OR true) AND ($4::text[] IS NULL OR true) \
-             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true)",
-        ]
-        .concat(),
-    };
-    [
-        "SELECT h.position AS head, ev.* FROM all_head h LEFT JOIN LATERAL (",
-        &page,
-    ]
-    .concat()
-}
-
 /// `(name, version, created_at, updated_at)` of a listed stream.
 pub type ListedStream = (
     String,
@@ -455,4 +263,29 @@ pub async fn list_streams(
         None
     };
     Ok(StreamListing { streams, next })
+}
+
+/// The last position of `$all`.
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn head(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(strata_core::log::head(pool).await?)
+}
+
+/// Reads up to `limit` events of `$all` that pass `filter` (see
+/// [`strata_core::log::read_all`]).
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn read_all(
+    pool: &PgPool,
+    from: Option<i64>,
+    direction: Direction,
+    limit: i64,
+    filter: &AllFilter,
+) -> Result<AllRead, StoreError> {
+    Ok(strata_core::log::read_all(pool, from, direction, limit, filter).await?)
 }

@@ -19,6 +19,8 @@ mod live;
 mod ops;
 /// The `$all` ordering guarantee across nodes.
 mod ordering;
+/// Projection workers and read models.
+mod projections;
 /// Reads of streams, `$all` and the stream listing.
 mod read;
 /// Snapshots.

@@ -1,0 +1,257 @@
+//! Projection workers: exactly-once read models, failover, rebuild, pause,
+//! failure.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use strata_tests::{Api, TestDatabase, WorkerProcess, wait_until};
+
+use crate::setup;
+
+async fn projection(api: &Api) -> Value {
+    let all = api.get("/projections").await;
+    assert_eq!(all.status, StatusCode::OK);
+    all.body
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "account_balances")
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// The read model, as `account → (balance, events)`.
+async fn read_model(db: &TestDatabase) -> BTreeMap<String, (i64, i64)> {
+    let pool = db.pool().await;
+    let rows: Vec<(String, i64, i64)> =
+        sqlx::query_as("SELECT account, balance, events FROM account_balances")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    rows.into_iter().map(|(a, b, e)| (a, (b, e))).collect()
+}
+
+/// The fold of every account event of `$all`.
+async fn fold(api: &Api) -> BTreeMap<String, (i64, i64)> {
+    let mut model: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for event in api.read_all_events().await {
+        let stream = event["stream"].as_str().unwrap();
+        if !stream.starts_with("account-") && stream != "account" {
+            continue;
+        }
+        let amount = event["data"]["amount"].as_i64().unwrap();
+        let delta = match event["type"].as_str().unwrap() {
+            "Deposited" => amount,
+            "Withdrawn" => -amount,
+            _ => continue,
+        };
+        let entry = model.entry(stream.to_owned()).or_default();
+        entry.0 += delta;
+        entry.1 += 1;
+    }
+    model
+}
+
+fn money(i: usize) -> Value {
+    let kind = if i.is_multiple_of(3) {
+        "Withdrawn"
+    } else {
+        "Deposited"
+    };
+    json!({"type": kind, "data": {"amount": (i % 17) as i64 + 1}})
+}
+
+async fn caught_up(api: &Api) -> bool {
+    let p = projection(api).await;
+    p["lag"] == 0 && p["state"] == "running"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_workers_and_a_sigkill_leave_exactly_the_fold() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    let flags = ["--lease-ttl-ms", "1000", "--batch-size", "150"];
+    let mut workers = [
+        WorkerProcess::start(db.url(), "w0", &flags),
+        WorkerProcess::start(db.url(), "w1", &flags),
+    ];
+    wait_until(Duration::from_secs(20), "a worker to lead", || async {
+        projection(&api).await["leader"].is_string()
+    })
+    .await;
+    // 20,000 events from 4 writers, plus noise the projection must skip.
+    let mut writers = Vec::new();
+    for w in 0..4usize {
+        let api = api.clone();
+        writers.push(tokio::spawn(async move {
+            for b in 0..50usize {
+                let events: Vec<Value> = (0..100).map(|i| money(w * 5000 + b * 100 + i)).collect();
+                let r = api
+                    .append(
+                        &format!("account-{}", (w * 50 + b) % 40),
+                        json!("any"),
+                        json!(events),
+                    )
+                    .await;
+                assert_eq!(r.status, StatusCode::CREATED);
+                if b % 10 == 0 {
+                    api.append(
+                        "noise-1",
+                        json!("any"),
+                        json!([{"type": "Deposited", "data": {"amount": "x"}}]),
+                    )
+                    .await;
+                }
+            }
+        }));
+    }
+    // Kill the active worker while it is busy.
+    wait_until(
+        Duration::from_secs(30),
+        "the projection to be under way",
+        || async { projection(&api).await["checkpoint"].as_u64().unwrap_or(0) > 3000 },
+    )
+    .await;
+    let leader = projection(&api).await["leader"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let victim = workers.iter().position(|w| w.id == leader).unwrap();
+    workers[victim].kill();
+    for w in writers {
+        w.await.unwrap();
+    }
+    wait_until(
+        Duration::from_secs(60),
+        "the other worker to catch up",
+        || async { caught_up(&api).await },
+    )
+    .await;
+    let survivor = &workers[1 - victim].id;
+    assert_eq!(
+        projection(&api).await["leader"].as_str(),
+        Some(survivor.as_str())
+    );
+    let expected = fold(&api).await;
+    assert_eq!(expected.values().map(|v| v.1).sum::<i64>(), 20_000);
+    assert_eq!(
+        read_model(&db).await,
+        expected,
+        "the read model is exactly the fold of the events"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_gives_the_same_read_model_and_pause_holds_progress() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    let _worker = WorkerProcess::start(
+        db.url(),
+        "solo",
+        &["--lease-ttl-ms", "1000", "--batch-size", "100"],
+    );
+    for b in 0..5usize {
+        let events: Vec<Value> = (0..100).map(|i| money(b * 100 + i)).collect();
+        api.append(&format!("account-{b}"), json!("any"), json!(events))
+            .await;
+    }
+    wait_until(
+        Duration::from_secs(30),
+        "the projection to catch up",
+        || async { caught_up(&api).await },
+    )
+    .await;
+    let before = read_model(&db).await;
+    assert_eq!(before, fold(&api).await);
+
+    let r = api
+        .post("/projections/account_balances/rebuild", &json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    wait_until(Duration::from_secs(30), "the rebuild to finish", || async {
+        let p = projection(&api).await;
+        p["state"] == "running" && p["lag"] == 0 && read_model(&db).await == before
+    })
+    .await;
+
+    let r = api
+        .post("/projections/account_balances/pause", &json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    wait_until(Duration::from_secs(10), "the pause", || async {
+        projection(&api).await["state"] == "paused"
+    })
+    .await;
+    let paused_at = projection(&api).await["checkpoint"].clone();
+    api.append("account-9", json!("any"), json!([money(1), money(2)]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        projection(&api).await["checkpoint"],
+        paused_at,
+        "a paused projection does not move"
+    );
+    assert_eq!(read_model(&db).await, before);
+    let r = api
+        .post("/projections/account_balances/resume", &json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::ACCEPTED);
+    wait_until(Duration::from_secs(10), "the resume", || async {
+        caught_up(&api).await
+    })
+    .await;
+    assert_eq!(read_model(&db).await, fold(&api).await);
+    assert_eq!(
+        api.post("/projections/nope/pause", &json!({})).await.status,
+        StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_projection_stops_as_failed_with_its_error_visible() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    let _worker = WorkerProcess::start(
+        db.url(),
+        "fragile",
+        &["--lease-ttl-ms", "1000", "--max-failures", "2"],
+    );
+    api.append("account-1", json!("any"), json!([money(1), money(2)]))
+        .await;
+    wait_until(Duration::from_secs(20), "the first events", || async {
+        caught_up(&api).await
+    })
+    .await;
+    let good = projection(&api).await["checkpoint"].as_u64().unwrap();
+    api.append(
+        "account-1",
+        json!("any"),
+        json!([{"type": "Deposited", "data": {"amount": "ten"}}]),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(20),
+        "the projection to fail",
+        || async { projection(&api).await["state"] == "failed" },
+    )
+    .await;
+    let p = projection(&api).await;
+    assert!(p["last_error"].as_str().unwrap().contains("amount"), "{p}");
+    assert_eq!(
+        p["checkpoint"].as_u64().unwrap(),
+        good,
+        "a failed batch does not advance"
+    );
+    assert_eq!(read_model(&db).await.get("account-1").map(|v| v.1), Some(2));
+    // Resuming without a fix fails again.
+    api.post("/projections/account_balances/resume", &json!({}))
+        .await;
+    wait_until(
+        Duration::from_secs(20),
+        "the projection to fail again",
+        || async { projection(&api).await["state"] == "failed" },
+    )
+    .await;
+}
