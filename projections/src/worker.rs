@@ -115,10 +115,24 @@ pub async fn run<P: Projection>(
         .await
         .context("connecting to PostgreSQL")?;
     MIGRATOR.run(&pool).await.context("applying the schema")?;
-    projection
-        .setup(&pool)
+    // Workers starting together would run `setup` at once, and concurrent
+    // `CREATE TABLE IF NOT EXISTS` of one table fails in PostgreSQL (a
+    // duplicate key in pg_type): one setup at a time per projection.
+    let mut guard = pool.acquire().await.context("connecting to PostgreSQL")?;
+    let key = format!("strata-projection-setup:{}", projection.name());
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(&key)
+        .execute(&mut *guard)
         .await
-        .context("the projection's setup")?;
+        .context("waiting for the setup lock")?;
+    let setup = projection.setup(&pool).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(&key)
+        .execute(&mut *guard)
+        .await
+        .context("releasing the setup lock")?;
+    drop(guard);
+    setup.context("the projection's setup")?;
     sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
         .bind(projection.name())
         .execute(&pool)

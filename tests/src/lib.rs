@@ -10,6 +10,7 @@
 //! - [`wait_until`]: bounded waiting for an asynchronous outcome.
 
 mod api;
+pub mod bank_account;
 mod node;
 mod postgres;
 mod sse;

@@ -36,6 +36,7 @@ pub struct NodeBuilder {
     /// `serve --database-url URL`, or `dev --data-dir DIR` when `None`.
     database_url: Option<String>,
     data_dir: Option<PathBuf>,
+    listen: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
 }
@@ -47,6 +48,7 @@ impl NodeBuilder {
         NodeBuilder {
             database_url: Some(database_url.to_owned()),
             data_dir: None,
+            listen: None,
             args: Vec::new(),
             env: Vec::new(),
         }
@@ -57,6 +59,7 @@ impl NodeBuilder {
         NodeBuilder {
             database_url: None,
             data_dir: Some(data_dir.to_owned()),
+            listen: None,
             args: Vec::new(),
             env: Vec::new(),
         }
@@ -116,7 +119,7 @@ impl StrataNode {
         command
             .args([
                 "--listen",
-                "127.0.0.1:0",
+                builder.listen.as_deref().unwrap_or("127.0.0.1:0"),
                 "--log-format",
                 "json",
                 "--pool-size",
@@ -246,6 +249,17 @@ impl StrataNode {
                 self.logs()
             ),
         }
+    }
+
+    /// A new process with the same settings on the same address, so that
+    /// clients holding its URL reconnect to it.
+    pub async fn restart_same_address(&mut self) {
+        if self.exit.is_none() {
+            self.kill();
+        }
+        let mut builder = self.builder.clone();
+        builder.listen = Some(self.addr.to_string());
+        *self = builder.start().await;
     }
 
     /// A new process with the same settings (a fresh port).

@@ -1,4 +1,6 @@
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// A running `account_balances` projection worker. Dropping it kills it.
@@ -7,6 +9,7 @@ pub struct WorkerProcess {
     child: Child,
     /// Its worker id.
     pub id: String,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl WorkerProcess {
@@ -17,19 +20,34 @@ impl WorkerProcess {
     /// When the binary cannot be started.
     pub fn start(database_url: &str, id: &str, extra: &[&str]) -> WorkerProcess {
         let binary = crate::node_binary().with_file_name("account-balances");
-        let child = Command::new(&binary)
+        let mut child = Command::new(&binary)
             .args(["--database-url", database_url, "--worker-id", id])
             .args(extra)
-            .env("STRATA_LOG", "warn")
+            .env("STRATA_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&logs);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().expect("logs lock").push(line);
+            }
+        });
         WorkerProcess {
             child,
             id: id.to_owned(),
+            logs,
         }
+    }
+
+    /// What it logged so far (stderr).
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("logs lock").join("\n")
     }
 
     /// SIGKILL, and waits for it to be gone.

@@ -23,6 +23,10 @@ mod ordering;
 mod projections;
 /// Reads of streams, `$all` and the stream listing.
 mod read;
+/// The SDK against real servers.
+mod sdk;
+/// The SDK's cqrs-es adapter.
+mod sdk_cqrs;
 /// Snapshots.
 mod snapshots;
 /// Persistent subscriptions on one node.

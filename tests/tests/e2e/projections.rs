@@ -123,12 +123,16 @@ async fn two_workers_and_a_sigkill_leave_exactly_the_fold() {
     for w in writers {
         w.await.unwrap();
     }
-    wait_until(
-        Duration::from_secs(60),
-        "the other worker to catch up",
-        || async { caught_up(&api).await },
-    )
-    .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !caught_up(&api).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other worker did not catch up: {}\nits log:\n{}",
+            projection(&api).await,
+            workers[1 - victim].logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let survivor = &workers[1 - victim].id;
     assert_eq!(
         projection(&api).await["leader"].as_str(),

@@ -18,10 +18,20 @@ pub async fn create(api: &Api, name: &str, settings: Value) {
 }
 
 /// Connects a consumer through `base` (redirects are followed).
+///
+/// Right after a subscription is created, or during a failover, no node leads
+/// it yet and the API answers `503` (retry shortly): like the SDK, retry.
 pub async fn consumer(base: &str, name: &str) -> Sse {
-    let sse = Sse::connect(&format!("{base}/subscriptions/{name}/consume"), None).await;
-    assert_eq!(sse.status, StatusCode::OK);
-    sse
+    let deadline = Instant::now() + T;
+    loop {
+        let sse = Sse::connect(&format!("{base}/subscriptions/{name}/consume"), None).await;
+        if sse.status == StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(sse.status, StatusCode::OK);
+        return sse;
+    }
 }
 
 /// The next delivery: (position, event JSON with "attempt").

@@ -1,0 +1,420 @@
+//! Aggregates on Strata: an [`Aggregate`] decides events from commands and
+//! folds them into its state; a [`Repository`] loads it (from its latest
+//! snapshot plus the events after it), runs a command, and saves the events
+//! with optimistic concurrency, retrying on conflict.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use strata_core::{AppendResult, ExpectedVersion, NewEvent};
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::Error;
+
+/// A consistency boundary: one stream (`{CATEGORY}-{id}`) of events.
+///
+/// Events are stored with their serde form split in two: the event `type` and
+/// its `data`. Declare the event enum adjacently tagged:
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// #[serde(tag = "type", content = "data")]
+/// enum AccountEvent {
+///     Deposited { amount: i64 },
+///     Withdrawn { amount: i64 },
+/// }
+/// ```
+///
+/// so that a `Deposited` is stored as type `Deposited` with data
+/// `{"amount": 5}`, which other readers of the log (projections,
+/// subscribers) see as plain JSON.
+///
+/// The state is serialized for snapshots; a snapshot that no longer
+/// deserializes (the state's shape changed) is ignored and the state is
+/// folded from the events.
+pub trait Aggregate: Default + Serialize + DeserializeOwned + Send + Sync {
+    /// The stream category (the part of the stream name before the first
+    /// `-`): letters, digits, `_ . : @`, no `-`.
+    const CATEGORY: &'static str;
+    /// What the aggregate is asked to do.
+    type Command: Send + Sync;
+    /// What happened (adjacently tagged, see above).
+    type Event: Serialize + DeserializeOwned + Send + Sync;
+    /// Why a command is refused.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Decides the events of `command` from the current state (no side
+    /// effects: it may run again after a conflict).
+    fn handle(&self, command: &Self::Command) -> Result<Vec<Self::Event>, Self::Error>;
+
+    /// Folds one event into the state.
+    fn apply(&mut self, event: Self::Event);
+}
+
+/// An aggregate as loaded: its state and the stream version it reflects.
+#[derive(Debug, Clone)]
+pub struct Loaded<A> {
+    /// The state.
+    pub state: A,
+    /// The version of the last event folded into it (0: no events).
+    pub version: u64,
+    /// Whether the stream exists (has events and is not soft-deleted).
+    pub exists: bool,
+    /// The snapshot version the load started from, if one was used.
+    pub snapshot_version: Option<u64>,
+    /// How many events were read and folded after the snapshot.
+    pub events_read: u64,
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone)]
+pub struct Committed<A> {
+    /// The state after the command's events.
+    pub state: A,
+    /// The stream version after the command (unchanged when it decided no events).
+    pub version: u64,
+    /// The store's answer for the append (`None` when no events were decided).
+    pub append: Option<AppendResult>,
+    /// How many times the command ran (1 unless it met conflicts).
+    pub attempts: u32,
+}
+
+/// Ids and metadata stamped on every event of a command.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandContext {
+    /// The conversation this command belongs to. Default: the command's id.
+    pub correlation_id: Option<Uuid>,
+    /// The message that caused this command. Default: the command's id.
+    pub causation_id: Option<Uuid>,
+    /// Metadata for each event (e.g. the user or the source).
+    pub metadata: Map<String, Value>,
+}
+
+impl CommandContext {
+    /// A context that continues the conversation of `event`: same correlation
+    /// id, caused by the event.
+    pub fn caused_by(event: &strata_core::RecordedEvent) -> Self {
+        CommandContext {
+            correlation_id: Some(event.correlation_id.unwrap_or(event.id)),
+            causation_id: Some(event.id),
+            metadata: Map::new(),
+        }
+    }
+}
+
+/// Why [`Repository::execute`] did not commit.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError<E: std::error::Error + 'static> {
+    /// The aggregate refused the command.
+    #[error("command refused: {0}")]
+    Rejected(#[source] E),
+    /// Other writers kept changing the aggregate: still conflicting after
+    /// the configured retries.
+    #[error("still conflicting after {attempts} attempts: {source}")]
+    Conflict {
+        /// How many times the command ran.
+        attempts: u32,
+        /// The last conflict.
+        #[source]
+        source: Error,
+    },
+    /// The store could not be read or written. For a write the outcome may be
+    /// unknown (see [`Error::Timeout`]); the command is not retried, since it
+    /// could apply twice.
+    #[error(transparent)]
+    Store(#[from] Error),
+}
+
+/// Loads and saves aggregates of type `A` through a [`Client`].
+#[derive(Debug, Clone)]
+pub struct Repository<A> {
+    client: Client,
+    snapshot_every: Option<u64>,
+    conflict_retries: u32,
+    _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> Repository<A> {
+    /// A repository with no snapshots and 3 retries on conflict.
+    pub fn new(client: Client) -> Self {
+        Repository {
+            client,
+            snapshot_every: None,
+            conflict_retries: 3,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Writes a snapshot each time the stream passes a multiple of `n`
+    /// events, and loads from the latest snapshot (`0`: no snapshots).
+    pub fn snapshot_every(mut self, n: u64) -> Self {
+        self.snapshot_every = (n > 0).then_some(n);
+        self
+    }
+
+    /// How many times a command is run again after losing a race with
+    /// another writer (default 3; `0`: never).
+    pub fn conflict_retries(mut self, retries: u32) -> Self {
+        self.conflict_retries = retries;
+        self
+    }
+
+    /// The stream name of aggregate `id`.
+    pub fn stream(id: &str) -> String {
+        format!("{}-{id}", A::CATEGORY)
+    }
+
+    /// Loads aggregate `id`: from its snapshot (when snapshots are on and it
+    /// has one) plus the events after it.
+    pub async fn load(&self, id: &str) -> Result<Loaded<A>, Error> {
+        let stream = Self::stream(id);
+        let mut state = A::default();
+        let mut version = 0;
+        let mut snapshot_version = None;
+        let snapshot = match self.snapshot_every {
+            Some(_) => self.client.get_snapshot(&stream).await?,
+            None => None,
+        };
+        if let Some(snapshot) = snapshot.filter(|s| s.snapshot_type == A::CATEGORY) {
+            match serde_json::from_value::<A>(snapshot.data) {
+                Ok(s) => {
+                    state = s;
+                    version = snapshot.version;
+                    snapshot_version = Some(snapshot.version);
+                }
+                Err(e) => tracing::warn!(
+                    %stream, error = %e,
+                    "the snapshot does not fit the aggregate's state any more; folding all events"
+                ),
+            }
+        }
+        let page = self.client.read_stream_to_end(&stream, version + 1).await?;
+        let Some(page) = page else {
+            return Ok(Loaded {
+                state: if snapshot_version.is_some() {
+                    A::default()
+                } else {
+                    state
+                },
+                version: 0,
+                exists: false,
+                snapshot_version: None,
+                events_read: 0,
+            });
+        };
+        let events_read = page.events.len() as u64;
+        for recorded in page.events {
+            version = recorded.version;
+            state.apply(decode::<A>(&recorded.event_type, recorded.data)?);
+        }
+        // A stream can be ahead of what was read only if it grew meanwhile;
+        // the append's expected version catches that.
+        Ok(Loaded {
+            state,
+            version,
+            exists: true,
+            snapshot_version,
+            events_read,
+        })
+    }
+
+    /// Runs `command` on aggregate `id` and saves its events.
+    pub async fn execute(
+        &self,
+        id: &str,
+        command: &A::Command,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        self.execute_with(id, command, &CommandContext::default())
+            .await
+    }
+
+    /// [`Repository::execute`] with correlation, causation and metadata.
+    ///
+    /// Loads the aggregate, asks it to handle the command, and appends the
+    /// events expecting the version it loaded. When another writer got there
+    /// first, it loads again and reruns the command, up to the configured
+    /// retries. Every event carries the context's correlation and causation
+    /// ids (default: a fresh command id for both).
+    pub async fn execute_with(
+        &self,
+        id: &str,
+        command: &A::Command,
+        context: &CommandContext,
+    ) -> Result<Committed<A>, CommandError<A::Error>> {
+        let stream = Self::stream(id);
+        let command_id = Uuid::now_v7();
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let loaded = self.load(id).await?;
+            let events = loaded
+                .state
+                .handle(command)
+                .map_err(CommandError::Rejected)?;
+            if events.is_empty() {
+                return Ok(Committed {
+                    state: loaded.state,
+                    version: loaded.version,
+                    append: None,
+                    attempts,
+                });
+            }
+            let mut new_events = Vec::with_capacity(events.len());
+            let mut state = loaded.state;
+            for event in events {
+                let (event_type, data) = encode::<A>(&event)?;
+                new_events.push(NewEvent {
+                    id: Some(Uuid::now_v7()),
+                    event_type,
+                    data,
+                    metadata: Some(context.metadata.clone()),
+                    correlation_id: Some(context.correlation_id.unwrap_or(command_id)),
+                    causation_id: Some(context.causation_id.unwrap_or(command_id)),
+                });
+                state.apply(event);
+            }
+            let expected = if loaded.exists {
+                ExpectedVersion::Exact(loaded.version)
+            } else {
+                ExpectedVersion::NoStream
+            };
+            match self.client.append(&stream, expected, new_events).await {
+                Ok(append) => {
+                    let version = append.version;
+                    self.maybe_snapshot(&stream, loaded.version, version, &state)
+                        .await;
+                    return Ok(Committed {
+                        state,
+                        version,
+                        append: Some(append),
+                        attempts,
+                    });
+                }
+                Err(conflict @ Error::WrongExpectedVersion { .. }) => {
+                    if attempts > self.conflict_retries {
+                        return Err(CommandError::Conflict {
+                            attempts,
+                            source: conflict,
+                        });
+                    }
+                    tracing::debug!(%stream, attempts, "conflict; running the command again");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn maybe_snapshot(&self, stream: &str, before: u64, after: u64, state: &A) {
+        let Some(every) = self.snapshot_every else {
+            return;
+        };
+        if after / every == before / every {
+            return;
+        }
+        // A snapshot is a cache: failing to write one loses nothing.
+        if let Err(e) = self
+            .client
+            .put_snapshot(stream, after, A::CATEGORY, state)
+            .await
+        {
+            tracing::warn!(%stream, error = %e, "could not write a snapshot; loads fold more events until the next one");
+        }
+    }
+}
+
+/// An event's `type` and `data` from its adjacently tagged serde form.
+pub(crate) fn encode<A: Aggregate>(event: &A::Event) -> Result<(String, Value), Error> {
+    let value = serde_json::to_value(event)?;
+    let Value::Object(mut fields) = value else {
+        return Err(not_tagged::<A>());
+    };
+    let Some(Value::String(event_type)) = fields.remove("type") else {
+        return Err(not_tagged::<A>());
+    };
+    let data = fields.remove("data").unwrap_or(Value::Null);
+    if !fields.is_empty() {
+        return Err(not_tagged::<A>());
+    }
+    Ok((event_type, data))
+}
+
+/// An event from its stored `type` and `data`.
+pub(crate) fn decode<A: Aggregate>(event_type: &str, data: Value) -> Result<A::Event, Error> {
+    let mut fields = Map::with_capacity(2);
+    fields.insert("type".into(), Value::String(event_type.to_owned()));
+    if !data.is_null() {
+        fields.insert("data".into(), data);
+    }
+    serde_json::from_value(Value::Object(fields)).map_err(|e| {
+        Error::Json(format!(
+            "a stored {event_type:?} event of {} does not decode into the aggregate's event type: {e}",
+            A::CATEGORY
+        ))
+    })
+}
+
+fn not_tagged<A: Aggregate>() -> Error {
+    Error::Usage(format!(
+        "the events of aggregate {} must serialize as {{\"type\": …, \"data\": …}}: \
+         put #[serde(tag = \"type\", content = \"data\")] on the event enum",
+        A::CATEGORY
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    struct Counter(i64);
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    #[serde(tag = "type", content = "data")]
+    enum CounterEvent {
+        Added { n: i64 },
+        Reset,
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("never")]
+    struct Never;
+
+    impl Aggregate for Counter {
+        const CATEGORY: &'static str = "counter";
+        type Command = i64;
+        type Event = CounterEvent;
+        type Error = Never;
+
+        fn handle(&self, n: &i64) -> Result<Vec<CounterEvent>, Never> {
+            Ok(vec![CounterEvent::Added { n: *n }])
+        }
+
+        fn apply(&mut self, event: CounterEvent) {
+            match event {
+                CounterEvent::Added { n } => self.0 += n,
+                CounterEvent::Reset => self.0 = 0,
+            }
+        }
+    }
+
+    #[test]
+    fn events_round_trip_as_type_and_data() {
+        let (t, d) = encode::<Counter>(&CounterEvent::Added { n: 5 }).unwrap();
+        assert_eq!(
+            (t.as_str(), d.clone()),
+            ("Added", serde_json::json!({"n": 5}))
+        );
+        assert_eq!(
+            decode::<Counter>(&t, d).unwrap(),
+            CounterEvent::Added { n: 5 }
+        );
+        let (t, d) = encode::<Counter>(&CounterEvent::Reset).unwrap();
+        assert_eq!((t.as_str(), &d), ("Reset", &Value::Null));
+        assert_eq!(decode::<Counter>(&t, d).unwrap(), CounterEvent::Reset);
+        assert!(decode::<Counter>("Nope", Value::Null).is_err());
+    }
+}
