@@ -10,6 +10,7 @@
 //! `strata serve`), and prints a Markdown report. Without a URL it uses
 //! `DATABASE_URL`, or a private durable PostgreSQL started like `strata dev`.
 
+mod aggregates;
 mod live;
 mod load;
 mod node;
@@ -57,8 +58,8 @@ pub struct Options {
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: u64,
     /// Scenarios to run (comma-separated): appends, batches, postgres-es, read,
-    /// live, fanout, subscription, failover, projection.
-    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned(), "subscription".to_owned(), "failover".to_owned(), "projection".to_owned()])]
+    /// live, fanout, subscription, failover, projection, aggregates.
+    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned(), "subscription".to_owned(), "failover".to_owned(), "projection".to_owned(), "aggregates".to_owned()])]
     pub only: Vec<String>,
 }
 

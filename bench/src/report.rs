@@ -87,35 +87,49 @@ impl Table {
     }
 
     /// One row per series: the median rate, and Strata's median as a share of
-    /// each baseline's of the same scenario.
+    /// each baseline's of the same scenario (one share per Strata variant
+    /// when a scenario has several).
     pub fn rows(&mut self) -> Vec<Row> {
         let medians: Vec<f64> = self.series.iter().map(|s| median(&s.rates)).collect();
-        let strata: Vec<Option<f64>> = (0..self.series.len())
-            .map(|i| self.series_median_of(i, &medians))
+        let shares: Vec<Option<String>> = (0..self.series.len())
+            .map(|i| self.shares_of(i, &medians))
             .collect();
         let mut rows = Vec::new();
         for (i, series) in self.series.iter_mut().enumerate() {
-            let strata = strata[i].filter(|_| series.baseline);
             let runs: Vec<String> = series.rates.iter().map(|r| format!("{r:.0}")).collect();
             rows.push(Row {
                 scenario: series.scenario.clone(),
                 system: series.system.clone(),
                 events_per_sec: medians[i],
                 runs: runs.join(", "),
-                strata_share: strata.map(|s| format!("{:.0} %", 100.0 * s / medians[i])),
+                strata_share: shares[i].clone(),
                 latency: series.latencies.summary(),
             });
         }
         rows
     }
 
-    /// The median of "Strata (HTTP)" in the scenario of series `i`.
-    fn series_median_of(&self, i: usize, medians: &[f64]) -> Option<f64> {
-        let scenario = &self.series[i].scenario;
-        self.series
-            .iter()
-            .position(|s| &s.scenario == scenario && s.system == "Strata (HTTP)")
-            .map(|j| medians[j])
+    /// For baseline series `i`: the Strata medians of its scenario as shares
+    /// of its median.
+    fn shares_of(&self, i: usize, medians: &[f64]) -> Option<String> {
+        let this = &self.series[i];
+        if !this.baseline || medians[i] <= 0.0 {
+            return None;
+        }
+        let stratas: Vec<usize> = (0..self.series.len())
+            .filter(|&j| !self.series[j].baseline && self.series[j].scenario == this.scenario)
+            .collect();
+        let share = |j: usize| 100.0 * medians[j] / medians[i];
+        match stratas.as_slice() {
+            [] => None,
+            [j] => Some(format!("{:.0} %", share(*j))),
+            many => Some(
+                many.iter()
+                    .map(|&j| format!("{:.0} % ({})", share(j), self.series[j].system))
+                    .collect::<Vec<_>>()
+                    .join("; "),
+            ),
+        }
     }
 }
 

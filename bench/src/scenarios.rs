@@ -260,6 +260,52 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             lag.summary()
         ));
     }
+    if options.runs("aggregates") {
+        let pges = recreate_database(&admin, "strata_bench_aggregates_pges").await?;
+        let mut conn = PgConnection::connect(&pges).await?;
+        sqlx::raw_sql(postgres_es::SCHEMA)
+            .execute(&mut conn)
+            .await?;
+        conn.close().await?;
+        for (snapshots, label) in [
+            (
+                0,
+                "commands through aggregates, 16 tasks, 100 distinct aggregates each, no snapshots",
+            ),
+            (
+                10,
+                "commands through aggregates, 16 tasks, 100 distinct aggregates each, snapshot every 10 events",
+            ),
+        ] {
+            for round in 1..=options.rounds {
+                eprintln!("{label}, round {round}/{} ...", options.rounds);
+                let result = crate::aggregates::strata(&node.url(), snapshots, 0, duration).await?;
+                series.add(
+                    label,
+                    "strata-sdk Repository (HTTP), load every command",
+                    result.events_per_sec(),
+                    result.latencies,
+                );
+                if snapshots == 0 {
+                    let result =
+                        crate::aggregates::strata(&node.url(), 0, 10_000, duration).await?;
+                    series.add(
+                        label,
+                        "strata-sdk Repository (HTTP), aggregate cache",
+                        result.events_per_sec(),
+                        result.latencies,
+                    );
+                }
+                let result = crate::aggregates::cqrs_es(&pges, snapshots, duration).await?;
+                series.add_baseline_timed(
+                    label,
+                    "cqrs-es CqrsFramework + postgres-es (direct, no HTTP)",
+                    result.events_per_sec(),
+                    result.latencies,
+                );
+            }
+        }
+    }
     let rows = series.rows();
     drop(node);
     report::print(&rows, &notes, started.elapsed());

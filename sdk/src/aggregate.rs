@@ -3,7 +3,9 @@
 //! snapshot plus the events after it), runs a command, and saves the events
 //! with optimistic concurrency, retrying on conflict.
 
+use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -129,12 +131,61 @@ pub enum CommandError<E: std::error::Error + 'static> {
 }
 
 /// Loads and saves aggregates of type `A` through a [`Client`].
-#[derive(Debug, Clone)]
 pub struct Repository<A> {
     client: Client,
     snapshot_every: Option<u64>,
     conflict_retries: u32,
+    cache: Option<Arc<Cache<A>>>,
     _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A> Clone for Repository<A> {
+    fn clone(&self) -> Self {
+        Repository {
+            client: self.client.clone(),
+            snapshot_every: self.snapshot_every,
+            conflict_retries: self.conflict_retries,
+            cache: self.cache.clone(),
+            _aggregate: PhantomData,
+        }
+    }
+}
+
+impl<A> std::fmt::Debug for Repository<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repository")
+            .field("snapshot_every", &self.snapshot_every)
+            .field("conflict_retries", &self.conflict_retries)
+            .field("cache", &self.cache.as_ref().map(|c| c.capacity))
+            .finish()
+    }
+}
+
+/// Aggregates as this process last saved them: (state, version) by id.
+struct Cache<A> {
+    entries: Mutex<HashMap<String, (A, u64)>>,
+    capacity: usize,
+    clone: fn(&A) -> A,
+}
+
+impl<A> Cache<A> {
+    fn take(&self, id: &str) -> Option<(A, u64)> {
+        self.entries.lock().ok()?.remove(id)
+    }
+
+    fn put(&self, id: &str, state: &A, version: u64) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if entries.len() >= self.capacity && !entries.contains_key(id) {
+            // Bounded: make room by dropping any one entry (a miss costs
+            // one load, never correctness).
+            if let Some(victim) = entries.keys().next().cloned() {
+                entries.remove(&victim);
+            }
+        }
+        entries.insert(id.to_owned(), ((self.clone)(state), version));
+    }
 }
 
 impl<A: Aggregate> Repository<A> {
@@ -144,8 +195,34 @@ impl<A: Aggregate> Repository<A> {
             client,
             snapshot_every: None,
             conflict_retries: 3,
+            cache: None,
             _aggregate: PhantomData,
         }
+    }
+
+    /// Keeps up to `capacity` aggregates in memory as this repository last
+    /// saved them, so that the next command on one skips the load: it is
+    /// decided on the kept state and appended expecting the kept version.
+    /// That is safe with other writers (other processes, other
+    /// repositories): if the stream moved on, the append meets
+    /// `wrong_expected_version`, the entry is dropped, and the command runs
+    /// again on a fresh load (not counted against
+    /// [`Repository::conflict_retries`]). One thing a cache cannot see: a
+    /// *soft* delete of the stream by someone else, which the server lets a
+    /// writer continue at the old version; without a cache the next command
+    /// would start the aggregate afresh. Off by default.
+    pub fn cache(mut self, capacity: usize) -> Self
+    where
+        A: Clone,
+    {
+        self.cache = (capacity > 0).then(|| {
+            Arc::new(Cache {
+                entries: Mutex::new(HashMap::new()),
+                capacity,
+                clone: A::clone,
+            })
+        });
+        self
     }
 
     /// Writes a snapshot each time the stream passes a multiple of `n`
@@ -247,14 +324,29 @@ impl<A: Aggregate> Repository<A> {
         let stream = Self::stream(id);
         let command_id = Uuid::now_v7();
         let mut attempts = 0;
+        let mut cached = self.cache.as_ref().and_then(|c| c.take(id));
         loop {
             attempts += 1;
-            let loaded = self.load(id).await?;
-            let events = loaded
-                .state
-                .handle(command)
-                .map_err(CommandError::Rejected)?;
+            let from_cache = cached.is_some();
+            let loaded = match cached.take() {
+                Some((state, version)) => Loaded {
+                    state,
+                    version,
+                    exists: true,
+                    snapshot_version: None,
+                    events_read: 0,
+                },
+                None => self.load(id).await?,
+            };
+            let events = match loaded.state.handle(command) {
+                Ok(events) => events,
+                Err(refused) => {
+                    self.keep(id, &loaded.state, loaded.version, loaded.exists);
+                    return Err(CommandError::Rejected(refused));
+                }
+            };
             if events.is_empty() {
+                self.keep(id, &loaded.state, loaded.version, loaded.exists);
                 return Ok(Committed {
                     state: loaded.state,
                     version: loaded.version,
@@ -284,6 +376,7 @@ impl<A: Aggregate> Repository<A> {
             match self.client.append(&stream, expected, new_events).await {
                 Ok(append) => {
                     let version = append.version;
+                    self.keep(id, &state, version, true);
                     self.maybe_snapshot(&stream, loaded.version, version, &state)
                         .await;
                     return Ok(Committed {
@@ -292,6 +385,11 @@ impl<A: Aggregate> Repository<A> {
                         append: Some(append),
                         attempts,
                     });
+                }
+                Err(Error::WrongExpectedVersion { .. }) if from_cache => {
+                    // The kept state was stale: load and decide again.
+                    attempts -= 1;
+                    tracing::debug!(%stream, "the cached aggregate was stale; loading it");
                 }
                 Err(conflict @ Error::WrongExpectedVersion { .. }) => {
                     if attempts > self.conflict_retries {
@@ -304,6 +402,13 @@ impl<A: Aggregate> Repository<A> {
                 }
                 Err(e) => return Err(e.into()),
             }
+        }
+    }
+
+    /// Puts an existing aggregate in the cache, when there is one.
+    fn keep(&self, id: &str, state: &A, version: u64, exists: bool) {
+        if let (Some(cache), true) = (&self.cache, exists) {
+            cache.put(id, state, version);
         }
     }
 

@@ -103,6 +103,8 @@
 //!
 //! More in `examples/`: `aggregate`, `live_consumer`, `persistent_consumer`.
 
+#![warn(missing_docs)]
+
 mod aggregate;
 mod client;
 mod error;

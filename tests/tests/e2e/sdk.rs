@@ -695,3 +695,43 @@ async fn a_persistent_consumer_rides_through_a_leader_kill() {
     );
     consuming.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_repositories_notice_other_writers() {
+    let (_db, node) = setup().await;
+    let a = Repository::<Account>::new(client(&node)).cache(100);
+    let b = Repository::<Account>::new(client(&node)).cache(100);
+    assert_eq!(a.execute("c1", &1).await.unwrap().version, 1);
+    assert_eq!(b.execute("c1", &1).await.unwrap().version, 2);
+    // a's kept state is stale: the append conflicts, a reloads and decides again.
+    let third = a.execute("c1", &1).await.unwrap();
+    assert_eq!((third.version, third.state.balance), (3, 3));
+    assert_eq!(third.attempts, 1, "a stale cache is not a lost race");
+
+    // Eight "processes", each with its own cache, on one aggregate.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let repo = Repository::<Account>::new(client(&node))
+            .cache(10)
+            .conflict_retries(1000);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                repo.execute("c2", &1).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stored = client(&node)
+        .read_stream_to_end("account-c2", 1)
+        .await
+        .unwrap()
+        .unwrap();
+    let balances: Vec<i64> = stored
+        .events
+        .iter()
+        .map(|e| e.data["balance"].as_i64().unwrap())
+        .collect();
+    assert_eq!(balances, (1..=80).collect::<Vec<_>>(), "no lost update");
+}
