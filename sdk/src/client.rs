@@ -699,14 +699,18 @@ impl Client {
         self.health("ready").await
     }
 
+    /// One try, no retry: a probe reports what it sees now.
     async fn health(&self, which: &str) -> Result<bool> {
-        match self
-            .call(Method::GET, &["health", which], &[], None, Repeat::Unsafe)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(Error::Unavailable { .. }) => Ok(false),
-            Err(e) => Err(e),
+        let url = self.url(&["health", which], &[]);
+        match self.inner.http.get(url.clone()).send().await {
+            Ok(response) if response.status().is_success() => Ok(true),
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => Ok(false),
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.bytes().await.unwrap_or_default();
+                Err(Error::from_answer(status, &body, None))
+            }
+            Err(e) => Err(self.transport(&url, e)),
         }
     }
 

@@ -82,7 +82,7 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// All routes, with their middleware.
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
-    Router::new()
+    let router = Router::new()
         .route("/streams", get(streams::list_streams))
         .route(
             "/streams/{stream}",
@@ -132,9 +132,14 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), body_budget))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
-        .layer(cors(cors_origins))
-        .with_state(state)
+        .layer(TraceLayer::new_for_http());
+    // No CORS layer at all unless origins were configured.
+    let router = if cors_origins.is_empty() {
+        router
+    } else {
+        router.layer(cors(cors_origins))
+    };
+    router.with_state(state)
 }
 
 async fn not_found() -> ApiError {
