@@ -226,9 +226,9 @@ fn live(
     Box::pin(frames(client, segments, query, true).map(|frame| {
         let frame = frame?;
         if frame.event.as_deref() == Some("caught-up") {
-            let v: serde_json::Value = serde_json::from_str(&frame.data)?;
-            let at = v["position"].as_u64().or_else(|| v["version"].as_u64());
-            return Ok(LiveMessage::CaughtUp(at.unwrap_or(0)));
+            return Ok(LiveMessage::CaughtUp(
+                caught_up_at(&frame.data).unwrap_or(0),
+            ));
         }
         let event: RecordedEvent = serde_json::from_str(&frame.data)
             .map_err(|e| Error::Json(format!("an event is not what the API says: {e}")))?;
@@ -298,6 +298,18 @@ fn frames(
                             if let Some(id) = &frame.id {
                                 last_id = Some(id.clone());
                             }
+                            if resume && frame.event.as_deref() == Some("caught-up") {
+                                // Resume after the head the server reported, even
+                                // when no event came yet (a subscription from
+                                // `end` must not skip what is appended while it
+                                // reconnects).
+                                if let Some(head) = caught_up_at(&frame.data) {
+                                    let seen = last_id.as_deref().and_then(|id| id.parse::<u64>().ok());
+                                    if seen.is_none_or(|seen| head > seen) {
+                                        last_id = Some(head.to_string());
+                                    }
+                                }
+                            }
                             yield Ok(frame);
                         }
                     }
@@ -315,6 +327,12 @@ fn frames(
             failures = failures.min(1);
         }
     }
+}
+
+/// The position (`$all`) or version (a stream) of a `caught-up` frame.
+fn caught_up_at(data: &str) -> Option<u64> {
+    let v: serde_json::Value = serde_json::from_str(data).ok()?;
+    v["position"].as_u64().or_else(|| v["version"].as_u64())
 }
 
 /// One Server-Sent Event with data (comments and empty events are dropped).

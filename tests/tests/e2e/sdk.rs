@@ -572,7 +572,26 @@ async fn live_subscriptions_resume_after_the_server_restarts() {
         }
     }
 
+    // From the end, nothing seen yet but the head: what is appended while it
+    // reconnects must still come.
+    let mut late = c.subscribe_all(&SubscribeAll {
+        from: SubscribeFrom::End,
+        categories: vec!["late".into()],
+        ..SubscribeAll::default()
+    });
+    assert!(matches!(next(&mut late).await, LiveMessage::CaughtUp(_)));
+
     node.restart_same_address().await;
+    let late_event = c
+        .append("late-1", ExpectedVersion::Any, [event("Came", json!({}))])
+        .await
+        .unwrap();
+    loop {
+        if let LiveMessage::Event(e) = next(&mut late).await {
+            assert_eq!(e.position, late_event.events[0].position);
+            break;
+        }
+    }
     c.append(
         "feed-1",
         ExpectedVersion::Exact(10),
