@@ -445,6 +445,21 @@ impl Aggregate for Account {
     }
 }
 
+/// The balances recorded by the events of `stream`, in order: with no lost
+/// update they are 1, 2, 3, …
+async fn stored_balances(node: &StrataNode, stream: &str) -> Vec<i64> {
+    let stored = client(node)
+        .read_stream_to_end(stream, 1)
+        .await
+        .unwrap()
+        .unwrap();
+    stored
+        .events
+        .iter()
+        .map(|e| e.data["balance"].as_i64().unwrap())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_commands_on_one_aggregate_lose_no_update() {
     let (_db, node) = setup().await;
@@ -466,16 +481,7 @@ async fn concurrent_commands_on_one_aggregate_lose_no_update() {
     }
     let loaded = repo.load("shared").await.unwrap();
     assert_eq!((loaded.state.balance, loaded.version), (160, 160));
-    let stored = client(&node)
-        .read_stream_to_end("account-shared", 1)
-        .await
-        .unwrap()
-        .unwrap();
-    let balances: Vec<i64> = stored
-        .events
-        .iter()
-        .map(|e| e.data["balance"].as_i64().unwrap())
-        .collect();
+    let balances = stored_balances(&node, "account-shared").await;
     assert_eq!(balances, (1..=160).collect::<Vec<_>>(), "no lost update");
     assert!(attempts >= 160);
     eprintln!("160 commands took {attempts} attempts");
@@ -742,15 +748,6 @@ async fn cached_repositories_notice_other_writers() {
     for t in tasks {
         t.await.unwrap();
     }
-    let stored = client(&node)
-        .read_stream_to_end("account-c2", 1)
-        .await
-        .unwrap()
-        .unwrap();
-    let balances: Vec<i64> = stored
-        .events
-        .iter()
-        .map(|e| e.data["balance"].as_i64().unwrap())
-        .collect();
+    let balances = stored_balances(&node, "account-c2").await;
     assert_eq!(balances, (1..=80).collect::<Vec<_>>(), "no lost update");
 }
