@@ -855,8 +855,11 @@ impl Client {
                         return Ok((status, bytes));
                     }
                     let error = Error::from_answer(status.as_u16(), &bytes, retry_after);
-                    // A 503 is given before anything is done.
-                    if matches!(error, Error::Unavailable { .. }) && !last {
+                    // A 503 is mostly given before anything is done, but not
+                    // always (the database can go away while a commit is
+                    // acknowledged): only calls safe to repeat are retried.
+                    if matches!(error, Error::Unavailable { .. }) && repeat == Repeat::Safe && !last
+                    {
                         let pause = retry_after
                             .unwrap_or_else(|| self.backoff(attempt))
                             .min(self.inner.max_backoff);
