@@ -255,6 +255,27 @@ fn refused(refused: Refused, name: &str) -> Response {
     }
 }
 
+/// The common start of the calls only the leader serves: the name checked,
+/// no query parameters, the call's own input (`input`, reported after the
+/// name and the parameters), then the local dispatcher — or the answer to
+/// give instead (a 4xx, a `307` to the leader, a `503`).
+async fn at_leader<T>(
+    state: &AppState,
+    name: String,
+    params: Params,
+    uri: &OriginalUri,
+    input: Result<T, ApiError>,
+) -> Result<(String, T, mpsc::Sender<Command>), Response> {
+    let checked = subscription_name(name)
+        .and_then(|n| params.finish("no parameters").map(|_| n))
+        .and_then(|n| input.map(|i| (n, i)));
+    let (name, input) = checked.map_err(IntoResponse::into_response)?;
+    let commands = leader(state, &name, uri)
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((name, input, commands))
+}
+
 async fn ask<T>(
     commands: mpsc::Sender<Command>,
     name: &str,
@@ -299,14 +320,9 @@ pub async fn consume(
     uri: OriginalUri,
     params: Params,
 ) -> Response {
-    let name = match subscription_name(name).and_then(|n| params.finish("no parameters").map(|_| n))
-    {
-        Ok(name) => name,
-        Err(e) => return e.into_response(),
-    };
-    let commands = match leader(&state, &name, &uri).await {
-        Ok(commands) => commands,
-        Err(elsewhere) => return elsewhere.into_response(),
+    let (name, (), commands) = match at_leader(&state, name, params, &uri, Ok(())).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
     };
     let (frames, receiver) = mpsc::channel(256);
     if commands.send(Command::Connect { frames }).await.is_err() {
@@ -381,16 +397,10 @@ pub async fn ack(
     params: Params,
     JsonBody(request): JsonBody<AckRequest>,
 ) -> Response {
-    let prepared = subscription_name(name)
-        .and_then(|n| params.finish("no parameters").map(|_| n))
-        .and_then(|n| positions(&request.positions).map(|p| (n, p)));
-    let (name, positions) = match prepared {
+    let input = positions(&request.positions);
+    let (name, positions, commands) = match at_leader(&state, name, params, &uri, input).await {
         Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let commands = match leader(&state, &name, &uri).await {
-        Ok(c) => c,
-        Err(elsewhere) => return elsewhere.into_response(),
+        Err(answer) => return answer,
     };
     match ask(commands, &name, |reply| Command::Ack { positions, reply }).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
@@ -413,16 +423,10 @@ pub async fn nack(
     params: Params,
     JsonBody(request): JsonBody<NackRequest>,
 ) -> Response {
-    let prepared = subscription_name(name)
-        .and_then(|n| params.finish("no parameters").map(|_| n))
-        .and_then(|n| positions(&request.positions).map(|p| (n, p)));
-    let (name, positions) = match prepared {
+    let input = positions(&request.positions);
+    let (name, positions, commands) = match at_leader(&state, name, params, &uri, input).await {
         Ok(v) => v,
-        Err(e) => return e.into_response(),
-    };
-    let commands = match leader(&state, &name, &uri).await {
-        Ok(c) => c,
-        Err(elsewhere) => return elsewhere.into_response(),
+        Err(answer) => return answer,
     };
     let action = request.action;
     match ask(commands, &name, |reply| Command::Nack {
@@ -494,14 +498,9 @@ pub async fn replay_parked(
     uri: OriginalUri,
     params: Params,
 ) -> Response {
-    let name = match subscription_name(name).and_then(|n| params.finish("no parameters").map(|_| n))
-    {
-        Ok(name) => name,
-        Err(e) => return e.into_response(),
-    };
-    let commands = match leader(&state, &name, &uri).await {
-        Ok(c) => c,
-        Err(elsewhere) => return elsewhere.into_response(),
+    let (name, (), commands) = match at_leader(&state, name, params, &uri, Ok(())).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
     };
     match ask(commands, &name, |reply| Command::Replay { reply }).await {
         Ok(replayed) => axum::Json(json!({ "replayed": replayed })).into_response(),
@@ -524,21 +523,17 @@ pub async fn reset(
     params: Params,
     JsonBody(request): JsonBody<ResetRequest>,
 ) -> Response {
-    let name = match subscription_name(name).and_then(|n| params.finish("no parameters").map(|_| n))
-    {
-        Ok(name) => name,
-        Err(e) => return e.into_response(),
+    let input = match request.to {
+        StartFrom::Start => Ok(0),
+        StartFrom::Position(p) => Ok((p as i64 - 1).max(0)),
+        StartFrom::End => Err(ApiError::invalid(
+            "to",
+            "to must be \"start\" or a position",
+        )),
     };
-    let checkpoint = match request.to {
-        StartFrom::Start => 0,
-        StartFrom::Position(p) => (p as i64 - 1).max(0),
-        StartFrom::End => {
-            return ApiError::invalid("to", "to must be \"start\" or a position").into_response();
-        }
-    };
-    let commands = match leader(&state, &name, &uri).await {
-        Ok(c) => c,
-        Err(elsewhere) => return elsewhere.into_response(),
+    let (name, checkpoint, commands) = match at_leader(&state, name, params, &uri, input).await {
+        Ok(v) => v,
+        Err(answer) => return answer,
     };
     match ask(commands, &name, |reply| Command::Reset {
         checkpoint,
