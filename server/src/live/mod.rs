@@ -5,7 +5,8 @@
 //!   been committed, and broadcasts what it read as a [`Batch`]. It is woken
 //!   by this node's own commits (in process), by a NOTIFY from other nodes,
 //!   and, as a safety net, every `--live-poll-ms`. The number of queries it
-//!   makes does not depend on the number of subscribers.
+//!   makes does not depend on the number of subscribers; with none at all it
+//!   reads nothing, and skips to the head when the first one comes.
 //! - The **notifier** sends one NOTIFY per group commit of this node, in its
 //!   own transaction, outside the append path (a NOTIFY inside the append
 //!   transaction would serialise commits on the notification queue lock).
@@ -21,6 +22,7 @@
 //! the gap from the database on its own before going on.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -127,6 +129,9 @@ struct Inner {
     cluster_wake: Arc<Notify>,
     notify: watch::Sender<i64>,
     node_id: String,
+    /// The highest position known committed: by this node's commits and
+    /// other nodes' notifications.
+    known_head: AtomicI64,
 }
 
 impl Live {
@@ -147,6 +152,7 @@ impl Live {
                 cluster_wake: Arc::new(Notify::new()),
                 notify,
                 node_id,
+                known_head: AtomicI64::new(0),
             }),
         };
         tokio::spawn(tail(live.clone(), pool.clone(), options, shutdown.clone()));
@@ -174,6 +180,9 @@ impl Live {
     /// This node committed events up to `last_position`: wake the tail now
     /// and tell the other nodes.
     pub fn committed(&self, last_position: i64) {
+        self.inner
+            .known_head
+            .fetch_max(last_position, Ordering::AcqRel);
         self.inner.wake.notify_one();
         self.inner.notify.send_replace(last_position);
     }
@@ -201,6 +210,15 @@ async fn tail(live: Live, pool: PgPool, options: LiveOptions, mut shutdown: watc
             _ = live.inner.wake.notified() => {}
             _ = tokio::time::sleep(options.poll_interval) => {}
             _ = shutdown.changed() => return,
+        }
+        if live.inner.sender.receiver_count() == 0 {
+            // Nobody on this node follows the feed: reading would be for no
+            // one. Skip what is known committed; whoever subscribes next
+            // catches up from the database, sees the next batch start after
+            // what it has, and pages the stretch in between itself.
+            cursor = cursor.max(live.inner.known_head.load(Ordering::Acquire) + 1);
+            broadcast_from = cursor;
+            continue;
         }
         loop {
             metrics::counter!("strata_live_tail_queries_total").increment(1);
@@ -343,6 +361,14 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
                     if notification.channel() == crate::cluster::CHANNEL {
                         live.inner.cluster_wake.notify_one();
                     } else if !notification.payload().starts_with(&own) {
+                        // `<node>:<last position>`, sent after the commit.
+                        if let Some(position) = notification
+                            .payload()
+                            .rsplit_once(':')
+                            .and_then(|(_, p)| p.parse::<i64>().ok())
+                        {
+                            live.inner.known_head.fetch_max(position, Ordering::AcqRel);
+                        }
                         live.inner.wake.notify_one();
                     }
                 }

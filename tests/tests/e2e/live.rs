@@ -488,3 +488,43 @@ async fn the_listen_connection_is_verified_at_start() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_node_without_subscribers_reads_nothing_and_the_first_one_misses_nothing() {
+    let db = TestDatabase::create().await;
+    // Polling off: only commits and notifications wake the feeds.
+    let quiet = ["--live-poll-ms", "600000"];
+    let writer = NodeBuilder::new(db.url()).args(quiet).start().await;
+    let reader = NodeBuilder::new(db.url()).args(quiet).start().await;
+    let (w, r) = (writer.api(), reader.api());
+    let tail_w = w.metric("strata_live_tail_queries_total").await;
+    let tail_r = r.metric("strata_live_tail_queries_total").await;
+    for i in 0..20 {
+        w.append(&format!("quiet-{}", i % 4), json!("any"), events("E", 1))
+            .await;
+    }
+    assert_eq!(
+        w.metric("strata_live_tail_queries_total").await,
+        tail_w,
+        "no subscriber, no reads"
+    );
+    assert_eq!(r.metric("strata_live_tail_queries_total").await, tail_r);
+
+    // Subscribers join both nodes from the end, after the feeds skipped
+    // ahead: each single append afterwards arrives at once, on the node
+    // that wrote it and on the other one.
+    let mut on_writer = Sse::connect(&format!("{}/all/subscribe?from=end", w.base()), None).await;
+    let mut on_reader = Sse::connect(&format!("{}/all/subscribe?from=end", r.base()), None).await;
+    for sse in [&mut on_writer, &mut on_reader] {
+        let caught_up = sse.next(T).await.unwrap();
+        assert_eq!(caught_up.event_name(), Some("caught-up"));
+        assert_eq!(caught_up.json(), json!({"position": 20}));
+    }
+    for position in 21..=23u64 {
+        w.append("quiet-x", json!("any"), events("E", 1)).await;
+        for sse in [&mut on_writer, &mut on_reader] {
+            let got = collect(sse, 1).await;
+            assert_eq!(got[0].0, position);
+        }
+    }
+}
