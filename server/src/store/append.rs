@@ -21,12 +21,12 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use strata_core::{AppendResult, AppendedEvent, ExpectedVersion, WrongExpectedVersion};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
@@ -117,6 +117,7 @@ pub type CommitHook = Arc<dyn Fn(i64) + Send + Sync>;
 #[derive(Clone)]
 pub struct Appender {
     queue: mpsc::Sender<Job>,
+    shared: Arc<Committers>,
 }
 
 /// Group size limits: enough to amortise a commit, small enough to keep the
@@ -137,6 +138,10 @@ impl Appender {
             receiver: Mutex::new(receiver),
             running: AtomicUsize::new(0),
             finished: Notify::new(),
+            outstanding: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            target: AtomicUsize::new(1),
+            last_group_micros: AtomicU64::new(0),
         });
         for _ in 0..committers.max(1) {
             tokio::spawn(committer(
@@ -145,7 +150,7 @@ impl Appender {
                 Arc::clone(&on_commit),
             ));
         }
-        Appender { queue }
+        Appender { queue, shared }
     }
 
     /// Appends, waiting for the group commit that carries this request.
@@ -156,6 +161,7 @@ impl Appender {
     /// stream, data the database refuses, or the database failing.
     pub async fn append(&self, command: AppendCommand) -> Result<AppendOutcome, AppendError> {
         let queue = &self.queue;
+        let _outstanding = Outstanding::new(&self.shared);
         let (reply, answer) = oneshot::channel();
         let job = Job {
             command,
@@ -170,11 +176,91 @@ impl Appender {
     }
 }
 
-/// What the committers share: the queue, and how many statements are running.
+/// What the committers share: the queue, how many statements are running,
+/// and what the gather step (see [`gather`]) learns of the load.
 struct Committers {
     receiver: Mutex<mpsc::Receiver<Job>>,
     running: AtomicUsize,
     finished: Notify,
+    /// Append requests in this node now, queued or in a running group.
+    outstanding: AtomicUsize,
+    /// The most requests outstanding at once since the last group started.
+    peak: AtomicUsize,
+    /// The group size worth gathering for: the recent peak, decaying.
+    target: AtomicUsize,
+    /// How long the last group's statement took.
+    last_group_micros: AtomicU64,
+}
+
+/// Counts one request as outstanding while it lives (until answered, or
+/// dropped with its HTTP request).
+struct Outstanding<'a>(&'a Committers);
+
+impl<'a> Outstanding<'a> {
+    fn new(shared: &'a Committers) -> Self {
+        let now = shared.outstanding.fetch_add(1, Ordering::AcqRel) + 1;
+        shared.peak.fetch_max(now, Ordering::AcqRel);
+        Outstanding(shared)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The longest a group waits for requests about to arrive.
+const GATHER_MAX_WAIT: Duration = Duration::from_micros(500);
+
+/// Before a small group starts on an idle chain: wait briefly for the
+/// clients the last group answered, who are likely sending their next
+/// append right now.
+///
+/// Small appends are bound by the commit chain: one group at a time, each
+/// paying a round trip, the function's fixed work and a WAL flush. Started at
+/// once, a group carries only what queued while the previous one ran, so `n`
+/// steady clients settle into two alternating groups of `n/2`, each paying
+/// the fixed cost. Waiting a fraction of a group's time for the recent peak
+/// of concurrent requests (`target`) lets them share one group instead. A
+/// lone client never waits (its peak is 1); the wait is bounded by
+/// [`GATHER_MAX_WAIT`] and by half the last group's time.
+async fn gather(
+    shared: &Committers,
+    receiver: &mut mpsc::Receiver<Job>,
+    group: &mut Vec<Job>,
+    events: &mut usize,
+) {
+    let target = shared
+        .target
+        .load(Ordering::Acquire)
+        .min(MAX_GROUP_REQUESTS);
+    if group.len() >= target || *events >= OVERLAP_EVENTS {
+        return;
+    }
+    let half_group = Duration::from_micros(shared.last_group_micros.load(Ordering::Acquire) / 2);
+    let deadline = tokio::time::Instant::now() + GATHER_MAX_WAIT.min(half_group);
+    while group.len() < target && *events < OVERLAP_EVENTS {
+        match tokio::time::timeout_at(deadline, receiver.recv()).await {
+            Ok(Some(job)) => {
+                *events += job.command.events.len();
+                group.push(job);
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
+/// Learns the load as a group starts: the peak of outstanding requests since
+/// the last start, with a slow decay so that one quiet moment does not
+/// forget a steady load.
+fn update_target(shared: &Committers) {
+    let now = shared.outstanding.load(Ordering::Acquire);
+    let peak = shared.peak.swap(now, Ordering::AcqRel);
+    let previous = shared.target.load(Ordering::Acquire);
+    shared
+        .target
+        .store(peak.max(previous * 3 / 4).max(1), Ordering::Release);
 }
 
 /// A group with at least this many events runs at once, beside a running one.
@@ -222,13 +308,22 @@ async fn committer(shared: Arc<Committers>, pool: PgPool, on_commit: CommitHook)
             }
             let finished = shared.finished.notified();
             if shared.running.load(Ordering::Acquire) == 0 {
+                if let Some(receiver) = receiver.as_mut() {
+                    gather(&shared, receiver, &mut group, &mut events).await;
+                }
                 break;
             }
             finished.await;
         }
         shared.running.fetch_add(1, Ordering::AcqRel);
         drop(receiver);
+        update_target(&shared);
+        let started = Instant::now();
         carried.extend(run_group(&pool, group, &on_commit, false).await);
+        shared.last_group_micros.store(
+            u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            Ordering::Release,
+        );
         shared.running.fetch_sub(1, Ordering::AcqRel);
         shared.finished.notify_waiters();
     }
