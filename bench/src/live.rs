@@ -175,6 +175,39 @@ pub async fn latency(
     Ok((seen.latencies, appended, seen.events))
 }
 
+/// Runs `work` (which returns how many events it appended) while one
+/// subscriber follows `$all` from the end, and checks that the subscriber
+/// received every one of them, in order.
+pub async fn with_subscriber<T>(
+    client: &reqwest::Client,
+    base: &str,
+    work: impl Future<Output = anyhow::Result<(T, u64)>>,
+) -> anyhow::Result<T> {
+    let target = Arc::new(AtomicU64::new(0));
+    let ready = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let sub = tokio::spawn(subscriber(
+        client.clone(),
+        format!("{base}/all/subscribe?from=end"),
+        Arc::clone(&target),
+        deadline,
+        false,
+        Arc::clone(&ready),
+    ));
+    wait_ready(&ready, 1).await?;
+    let (result, appended) = work.await?;
+    target.store(appended, Ordering::Release);
+    let seen = sub.await??;
+    if seen.events != appended || seen.disorder > 0 {
+        bail!(
+            "the subscriber received {} of {appended} events ({} out of order)",
+            seen.events,
+            seen.disorder
+        );
+    }
+    Ok(result)
+}
+
 async fn wait_ready(ready: &AtomicU64, count: u64) -> anyhow::Result<()> {
     let started = Instant::now();
     while ready.load(Ordering::Acquire) < count {

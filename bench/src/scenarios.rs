@@ -104,6 +104,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 );
                 let tps = pgbench::run(&target, &pgbench::single_insert_script(), 16, duration)?;
                 series.add_baseline(SINGLE, "pgbench one-row INSERT", tps);
+                // The same with one live `$all` subscriber on the node: its
+                // shared tail then reads every commit back (with none, it
+                // reads nothing).
+                let result = live::with_subscriber(&client, &node.url(), async {
+                    let result = strata_appends(&client, &node.url(), 16, 1, duration).await?;
+                    let appended = result.events;
+                    Ok((result, appended))
+                })
+                .await?;
+                series.add(
+                    SINGLE,
+                    "Strata (HTTP), one live subscriber",
+                    result.events_per_sec(),
+                    result.latencies,
+                );
             }
             if let Some(url) = &pges_url {
                 let result = postgres_es_appends(url, 16, duration).await?;
