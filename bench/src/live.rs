@@ -53,10 +53,16 @@ pub async fn subscriber(
             return Ok(seen);
         }
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let chunk = match tokio::time::timeout(remaining, body.next()).await {
+        if remaining.is_zero() {
+            return Ok(seen);
+        }
+        // Wake now and then to see whether the count wanted is known and
+        // reached (the stream may be idle by then).
+        let wait = remaining.min(Duration::from_millis(100));
+        let chunk = match tokio::time::timeout(wait, body.next()).await {
             Ok(Some(chunk)) => chunk?,
             Ok(None) => bail!("the stream ended"),
-            Err(_) => return Ok(seen),
+            Err(_) => continue,
         };
         buffer.extend_from_slice(&chunk);
         // Frames end with a blank line; handle every complete one.
@@ -195,7 +201,17 @@ pub async fn with_subscriber<T>(
         Arc::clone(&ready),
     ));
     wait_ready(&ready, 1).await?;
-    let (result, appended) = work.await?;
+    let (result, appended) = match work.await {
+        Ok(done) => done,
+        Err(error) => {
+            sub.abort();
+            return Err(error);
+        }
+    };
+    if appended == 0 {
+        sub.abort();
+        bail!("nothing was appended");
+    }
     target.store(appended, Ordering::Release);
     let seen = sub.await??;
     if seen.events != appended || seen.disorder > 0 {

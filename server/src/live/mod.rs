@@ -206,18 +206,31 @@ async fn tail(live: Live, pool: PgPool, options: LiveOptions, mut shutdown: watc
     let mut broadcast_from = cursor;
     let no_filter = AllFilter::default();
     loop {
-        tokio::select! {
-            _ = live.inner.wake.notified() => {}
-            _ = tokio::time::sleep(options.poll_interval) => {}
+        let polled = tokio::select! {
+            _ = live.inner.wake.notified() => false,
+            _ = tokio::time::sleep(options.poll_interval) => true,
             _ = shutdown.changed() => return,
-        }
+        };
+        // Read before looking at the receivers: everything up to it was
+        // committed before a subscriber that comes after the look could
+        // start its catch-up, so that subscriber reads it from the database.
+        let known = live.inner.known_head.load(Ordering::Acquire);
         if live.inner.sender.receiver_count() == 0 {
             // Nobody on this node follows the feed: reading would be for no
             // one. Skip what is known committed; whoever subscribes next
             // catches up from the database, sees the next batch start after
             // what it has, and pages the stretch in between itself.
-            cursor = cursor.max(live.inner.known_head.load(Ordering::Acquire) + 1);
+            cursor = cursor.max(known.saturating_add(1));
             broadcast_from = cursor;
+            if polled {
+                // Without notifications (LISTEN broken, a pooler) other
+                // nodes' commits are learnt here, so that the first
+                // subscriber does not make the tail page through them all.
+                metrics::counter!("strata_live_tail_queries_total").increment(1);
+                if let Ok(head) = store::head(&pool).await {
+                    live.inner.known_head.fetch_max(head, Ordering::AcqRel);
+                }
+            }
             continue;
         }
         loop {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde_json::value::RawValue;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use strata_core::{AppendResult, AppendedEvent, ExpectedVersion, WrongExpectedVersion};
 
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
@@ -142,6 +142,7 @@ impl Appender {
             peak: AtomicUsize::new(0),
             target: AtomicUsize::new(1),
             last_group_micros: AtomicU64::new(0),
+            missed: AtomicBool::new(false),
         });
         for _ in 0..committers.max(1) {
             tokio::spawn(committer(
@@ -190,6 +191,10 @@ struct Committers {
     target: AtomicUsize,
     /// How long the last group's statement took.
     last_group_micros: AtomicU64,
+    /// The last gathering ran out of time short of its target: the next
+    /// group does not wait (open-loop clients, who do not come back when
+    /// answered, cost at most every other group a wait).
+    missed: AtomicBool,
 }
 
 /// Counts one request as outstanding while it lives (until answered, or
@@ -210,7 +215,8 @@ impl Drop for Outstanding<'_> {
     }
 }
 
-/// The longest a group waits for requests about to arrive.
+/// The longest a group waits for requests about to arrive (tokio's timer
+/// rounds it up to its next 1 ms tick).
 const GATHER_MAX_WAIT: Duration = Duration::from_micros(500);
 
 /// Before a small group starts on an idle chain: wait briefly for the
@@ -224,7 +230,8 @@ const GATHER_MAX_WAIT: Duration = Duration::from_micros(500);
 /// the fixed cost. Waiting a fraction of a group's time for the recent peak
 /// of concurrent requests (`target`) lets them share one group instead. A
 /// lone client never waits (its peak is 1); the wait is bounded by
-/// [`GATHER_MAX_WAIT`] and by half the last group's time.
+/// [`GATHER_MAX_WAIT`] and by half the last group's time, and after a wait
+/// that ran out short of the target the next group does not wait at all.
 async fn gather(
     shared: &Committers,
     receiver: &mut mpsc::Receiver<Job>,
@@ -235,7 +242,10 @@ async fn gather(
         .target
         .load(Ordering::Acquire)
         .min(MAX_GROUP_REQUESTS);
-    if group.len() >= target || *events >= OVERLAP_EVENTS {
+    if group.len() >= target
+        || *events >= OVERLAP_EVENTS
+        || shared.missed.swap(false, Ordering::AcqRel)
+    {
         return;
     }
     let half_group = Duration::from_micros(shared.last_group_micros.load(Ordering::Acquire) / 2);
@@ -246,7 +256,11 @@ async fn gather(
                 *events += job.command.events.len();
                 group.push(job);
             }
-            Ok(None) | Err(_) => return,
+            Ok(None) => return,
+            Err(_) => {
+                shared.missed.store(true, Ordering::Release);
+                return;
+            }
         }
     }
 }
@@ -310,6 +324,12 @@ async fn committer(shared: Arc<Committers>, pool: PgPool, on_commit: CommitHook)
             if shared.running.load(Ordering::Acquire) == 0 {
                 if let Some(receiver) = receiver.as_mut() {
                     gather(&shared, receiver, &mut group, &mut events).await;
+                    // A committer with deferred requests (which does not
+                    // need the queue) may have started meanwhile: wait for
+                    // it rather than run two small groups side by side.
+                    if shared.running.load(Ordering::Acquire) != 0 {
+                        continue;
+                    }
                 }
                 break;
             }

@@ -503,6 +503,9 @@ async fn a_node_without_subscribers_reads_nothing_and_the_first_one_misses_nothi
         w.append(&format!("quiet-{}", i % 4), json!("any"), events("E", 1))
             .await;
     }
+    // Give a (wrongly) reading tail time to have read: the reader node
+    // hears of the commits through NOTIFY, after the appends answered.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         w.metric("strata_live_tail_queries_total").await,
         tail_w,
