@@ -341,12 +341,27 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
             live.inner.node_id,
             uuid::Uuid::new_v4().simple()
         );
-        let probe_sent = sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANNEL)
-            .bind(&probe)
-            .execute(&pool)
-            .await
-            .is_ok();
+        let mut probe_sent = false;
+        for attempt in 0..5u32 {
+            match sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANNEL)
+                .bind(&probe)
+                .execute(&pool)
+                .await
+            {
+                Ok(_) => {
+                    probe_sent = true;
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "live feed: cannot send the LISTEN probe yet; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(200 << attempt)) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+            }
+        }
         let mut probe_deadline =
             probe_sent.then(|| tokio::time::Instant::now() + Duration::from_secs(5));
         loop {
