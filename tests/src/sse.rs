@@ -54,15 +54,24 @@ impl Sse {
     ///
     /// When the connection fails.
     pub async fn connect(url: &str, last_event_id: Option<&str>) -> Sse {
+        Self::try_connect(url, last_event_id)
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"))
+    }
+
+    /// Like [`Sse::connect`], but a failed connection is an error, for
+    /// clients that expect nodes to go away (failover tests).
+    ///
+    /// # Errors
+    ///
+    /// When the connection fails.
+    pub async fn try_connect(url: &str, last_event_id: Option<&str>) -> reqwest::Result<Sse> {
         let client = reqwest::Client::new();
         let mut request = client.get(url).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             request = request.header("last-event-id", id);
         }
-        let response = request
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let response = request.send().await?;
         let status = response.status();
         let content_type = response
             .headers()
@@ -70,12 +79,12 @@ impl Sse {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        Sse {
+        Ok(Sse {
             body: response.bytes_stream().boxed(),
             buffer: String::new(),
             status,
             content_type,
-        }
+        })
     }
 
     /// The next frame; `None` when the stream ended. Panics after `timeout`.
