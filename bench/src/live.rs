@@ -156,28 +156,11 @@ pub async fn latency(
     rate: u64,
     duration: Duration,
 ) -> anyhow::Result<(Latencies, u64, u64)> {
-    let target = Arc::new(AtomicU64::new(0));
-    let ready = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + duration + Duration::from_secs(30);
-    let sub = tokio::spawn(subscriber(
-        client.clone(),
-        format!("{base}/all/subscribe?from=end"),
-        Arc::clone(&target),
-        deadline,
-        true,
-        Arc::clone(&ready),
-    ));
-    wait_ready(&ready, 1).await?;
-    let appended = paced_appends(client, base, rate, duration).await?;
-    target.store(appended, Ordering::Release);
-    let seen = sub.await??;
-    if seen.events != appended || seen.disorder > 0 {
-        bail!(
-            "the subscriber received {} of {appended} events ({} out of order)",
-            seen.events,
-            seen.disorder
-        );
-    }
+    let (appended, seen) = followed(client, base, true, async {
+        let appended = paced_appends(client, base, rate, duration).await?;
+        Ok((appended, appended))
+    })
+    .await?;
     Ok((seen.latencies, appended, seen.events))
 }
 
@@ -189,6 +172,18 @@ pub async fn with_subscriber<T>(
     base: &str,
     work: impl Future<Output = anyhow::Result<(T, u64)>>,
 ) -> anyhow::Result<T> {
+    Ok(followed(client, base, false, work).await?.0)
+}
+
+/// `work` with one subscriber on `$all` from the end (timing deliveries
+/// with `sample`); fails unless the subscriber got every appended event in
+/// order.
+async fn followed<T>(
+    client: &reqwest::Client,
+    base: &str,
+    sample: bool,
+    work: impl Future<Output = anyhow::Result<(T, u64)>>,
+) -> anyhow::Result<(T, Seen)> {
     let target = Arc::new(AtomicU64::new(0));
     let ready = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -197,7 +192,7 @@ pub async fn with_subscriber<T>(
         format!("{base}/all/subscribe?from=end"),
         Arc::clone(&target),
         deadline,
-        false,
+        sample,
         Arc::clone(&ready),
     ));
     wait_ready(&ready, 1).await?;
@@ -221,7 +216,7 @@ pub async fn with_subscriber<T>(
             seen.disorder
         );
     }
-    Ok(result)
+    Ok((result, seen))
 }
 
 async fn wait_ready(ready: &AtomicU64, count: u64) -> anyhow::Result<()> {
