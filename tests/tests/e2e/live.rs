@@ -483,12 +483,15 @@ async fn the_listen_connection_is_verified_at_start() {
     let api = node.api();
     // Generous: with the whole suite running, PostgreSQL on this 2-core
     // machine can be slow to pass a NOTIFY on.
-    wait_until(
-        Duration::from_secs(30),
-        "the LISTEN probe to come back",
-        || async { api.metric("strata_live_listen_verified").await == 1.0 },
-    )
-    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while api.metric("strata_live_listen_verified").await != 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the LISTEN probe did not come back within 30 s; node log:\n{}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]

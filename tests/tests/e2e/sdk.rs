@@ -307,11 +307,19 @@ async fn every_subscription_method() {
             positions.push(delivery.position());
         }
     }
-    wait_until(T, "the checkpoint to pass everything", || async {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
         let s = c.get_subscription(name).await.unwrap();
-        s.lag == 0 && s.parked == 1 && s.in_flight == 0
-    })
-    .await;
+        if s.lag == 0 && s.parked == 1 && s.in_flight == 0 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the checkpoint did not pass everything: {s:?}; node log:\n{}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let status = c.get_subscription(name).await.unwrap();
     assert_eq!(
         status.leader.as_deref(),
