@@ -362,20 +362,32 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
                 }
             }
         }
-        let mut probe_deadline =
-            probe_sent.then(|| tokio::time::Instant::now() + Duration::from_secs(5));
+        let mut probe_wait = Duration::from_secs(5);
+        let mut probe_deadline = probe_sent.then(|| tokio::time::Instant::now() + probe_wait);
+        let mut warned = false;
         loop {
             let received = tokio::select! {
                 received = listener.try_recv() => received,
                 _ = sleep_until_opt(probe_deadline) => {
-                    probe_deadline = None;
                     metrics::gauge!("strata_live_listen_verified").set(0.0);
-                    tracing::error!(
-                        "live feed: a NOTIFY sent through the pool never reached the LISTEN connection. \
-                         If PostgreSQL is behind a pooler in transaction mode (PgBouncer), LISTEN does not \
-                         work there: live delivery falls back to polling every --live-poll-ms. Connect \
-                         Strata to PostgreSQL directly, or use the pooler's session mode"
-                    );
+                    if !warned {
+                        warned = true;
+                        tracing::error!(
+                            "live feed: a NOTIFY sent through the pool did not reach the LISTEN connection. \
+                             If PostgreSQL is behind a pooler in transaction mode (PgBouncer), LISTEN does not \
+                             work there: live delivery falls back to polling every --live-poll-ms. Connect \
+                             Strata to PostgreSQL directly, or use the pooler's session mode"
+                        );
+                    }
+                    // Ask again, less and less often: a probe may only have
+                    // been slow, and the gauge should say so when one arrives.
+                    let _ = sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(CHANNEL)
+                        .bind(&probe)
+                        .execute(&pool)
+                        .await;
+                    probe_wait = (probe_wait * 2).min(Duration::from_secs(60));
+                    probe_deadline = Some(tokio::time::Instant::now() + probe_wait);
                     continue;
                 }
                 _ = shutdown.changed() => return,
@@ -384,6 +396,11 @@ async fn listener(live: Live, pool: PgPool, mut shutdown: watch::Receiver<bool>)
                 Ok(Some(notification)) if notification.payload() == probe => {
                     probe_deadline = None;
                     metrics::gauge!("strata_live_listen_verified").set(1.0);
+                    if warned {
+                        tracing::info!(
+                            "live feed: the LISTEN probe arrived late; notifications work"
+                        );
+                    }
                 }
                 Ok(Some(notification)) => {
                     if notification.channel() == crate::cluster::CHANNEL {
