@@ -4,11 +4,12 @@
 //! - [`names`]: the naming rules for streams, categories, event types and resources;
 //! - [`ExpectedVersion`] and [`WrongExpectedVersion`]: optimistic concurrency as types;
 //! - [`subscription`]: persistent subscriptions and the cluster view;
-//! - [`time`]: how timestamps look on the wire;
-//! - `lease` (feature `postgres`): leases with fencing and leader placement,
-//!   shared by the server and the projection workers.
+//! - [`projection`]: projection states;
+//! - [`time`]: how timestamps look on the wire.
 //!
-//! It has no database and no HTTP dependency, so the SDK can use it as is.
+//! It has no database and no HTTP dependency, so the SDK can use it as is;
+//! what the server and the projection workers share over PostgreSQL is in
+//! `strata-pg`.
 //!
 //! ```
 //! use strata_core::{AppendRequest, ExpectedVersion, NewEvent};
@@ -24,11 +25,8 @@
 
 #![warn(missing_docs)]
 
-#[cfg(feature = "postgres")]
-pub mod lease;
-#[cfg(feature = "postgres")]
-pub mod log;
 pub mod names;
+pub mod projection;
 pub mod subscription;
 pub mod time;
 mod version;

@@ -421,7 +421,7 @@ pub struct ProjectionStatus {
     /// `head - checkpoint`.
     pub lag: u64,
     /// `running`, `paused`, `rebuilding` or `failed`.
-    pub state: String,
+    pub state: crate::projection::ProjectionState,
     /// The last error, while it is failing.
     pub last_error: Option<String>,
 }

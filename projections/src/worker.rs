@@ -7,22 +7,16 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgArguments, PgListener, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row};
-use strata_core::lease::{Fence, Leases};
-use strata_core::log::{AllFilter, StoredEvent, read_all};
+use sqlx::{PgPool, Postgres};
+use strata_core::projection::ProjectionState;
 use strata_core::{Direction, RecordedEvent};
+use strata_pg::lease::{Fence, Leases, Resource};
+use strata_pg::log::{AllFilter, StoredEvent, read_all};
+use strata_pg::notify::Channel;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Projection;
-
-/// The schema, the same migrations as the server's: a worker may start first.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
-/// The NOTIFY channel of appends (as the server sends them).
-const EVENTS_CHANNEL: &str = "strata_all";
-/// The NOTIFY channel of projection requests from the API.
-pub(crate) const PROJECTIONS_CHANNEL: &str = "strata_projections";
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -60,30 +54,26 @@ impl WorkerOptions {
 }
 
 /// The control row of a projection.
-#[derive(Debug)]
+#[derive(Debug, sqlx::FromRow)]
 struct Control {
     checkpoint: i64,
-    state: String,
-    desired: String,
+    #[sqlx(try_from = "String")]
+    state: ProjectionState,
+    /// What the API asked for: `running` or `paused`.
+    #[sqlx(try_from = "String")]
+    desired: ProjectionState,
     rebuild_requested: bool,
     failures: i32,
 }
 
 async fn control(pool: &PgPool, name: &str) -> Result<Control, sqlx::Error> {
-    let row = sqlx::query(
+    sqlx::query_as(
         "SELECT checkpoint, state, desired, rebuild_requested, failures \
          FROM projections WHERE name = $1",
     )
     .bind(name)
     .fetch_one(pool)
-    .await?;
-    Ok(Control {
-        checkpoint: row.try_get("checkpoint")?,
-        state: row.try_get("state")?,
-        desired: row.try_get("desired")?,
-        rebuild_requested: row.try_get("rebuild_requested")?,
-        failures: row.try_get("failures")?,
-    })
+    .await
 }
 
 /// Runs `projection` until `shutdown` completes: stands by, leads when it
@@ -100,21 +90,17 @@ pub async fn run<P: Projection>(
 ) -> anyhow::Result<()> {
     strata_core::names::validate_resource_name(projection.name())
         .context("the projection's name")?;
-    // Plan with actual parameters and without bitmap scans: pages along an
-    // index stay index scans even before a freshly loaded log is analyzed
-    // (see strata-server's pool for the measurements behind this).
-    let connect: sqlx::postgres::PgConnectOptions =
-        options.database_url.parse().context("the database URL")?;
-    let connect = connect.application_name("strata-projection").options([
-        ("plan_cache_mode", "force_custom_plan"),
-        ("enable_bitmapscan", "off"),
-    ]);
+    let connect = strata_pg::connect::options(&options.database_url, "strata-projection")
+        .context("the database URL")?;
     let pool = PgPoolOptions::new()
         .max_connections(4)
         .connect_with(connect)
         .await
         .context("connecting to PostgreSQL")?;
-    MIGRATOR.run(&pool).await.context("applying the schema")?;
+    // The same migrations as the server's: a worker may start first.
+    strata_pg::migrate::run(&pool)
+        .await
+        .context("applying the schema")?;
     // Workers starting together would run `setup` at once, and concurrent
     // `CREATE TABLE IF NOT EXISTS` of one table fails in PostgreSQL (a
     // duplicate key in pg_type): one setup at a time per projection.
@@ -188,7 +174,7 @@ enum Flow {
 
 impl<P: Projection> Worker<P> {
     fn resource(&self) -> String {
-        format!("projection:{}", self.projection.name())
+        Resource::Projection(self.projection.name().to_owned()).key()
     }
 
     fn tick(&self) -> Duration {
@@ -288,19 +274,22 @@ impl<P: Projection> Worker<P> {
             tracing::info!(projection = %name, "rebuilding from the start");
             return Ok(Flow::Continue);
         }
-        if control.desired == "paused" {
-            if control.state != "paused" {
+        if control.desired == ProjectionState::Paused {
+            if control.state != ProjectionState::Paused {
                 let update = sqlx::query(
-                    "UPDATE projections SET state = 'paused', updated_at = clock_timestamp() WHERE name = $1",
+                    "UPDATE projections SET state = $2, updated_at = clock_timestamp() WHERE name = $1",
                 )
-                .bind(&name);
+                .bind(&name)
+                .bind(ProjectionState::Paused.as_str());
                 if !self.fenced(fence, update).await? {
                     return Ok(Flow::Lost);
                 }
             }
             return Ok(Flow::Idle);
         }
-        if control.state == "failed" && control.failures >= self.options.max_failures as i32 {
+        if control.state == ProjectionState::Failed
+            && control.failures >= self.options.max_failures as i32
+        {
             // Stays failed until `resume` resets the failures.
             return Ok(Flow::Idle);
         }
@@ -320,10 +309,10 @@ impl<P: Projection> Worker<P> {
         let caught_up = (page.events.len() as i64) < self.options.batch_size;
         let through = page.next.unwrap_or(control.checkpoint + 1) - 1;
         // A rebuild stays `rebuilding` until it has caught up.
-        let next_state = if control.state == "rebuilding" && !caught_up {
-            "rebuilding"
+        let next_state = if control.state == ProjectionState::Rebuilding && !caught_up {
+            ProjectionState::Rebuilding
         } else {
-            "running"
+            ProjectionState::Running
         };
         if page.events.is_empty() {
             let moved = through > control.checkpoint;
@@ -334,7 +323,7 @@ impl<P: Projection> Worker<P> {
                 )
                 .bind(&name)
                 .bind(through)
-                .bind(next_state);
+                .bind(next_state.as_str());
                 if !self.fenced(fence, update).await? {
                     return Ok(Flow::Lost);
                 }
@@ -355,7 +344,7 @@ impl<P: Projection> Worker<P> {
                 )
                 .bind(&name)
                 .bind(through)
-                .bind(next_state)
+                .bind(next_state.as_str())
                 .execute(&mut *tx)
                 .await?;
                 tx.commit().await?;
@@ -392,8 +381,8 @@ impl<P: Projection> Worker<P> {
                     return Ok(Flow::Idle);
                 }
                 let backoff =
-                    Duration::from_millis(100) * 2u32.saturating_pow(failures as u32).min(50);
-                tokio::time::sleep(backoff).await;
+                    strata_pg::retry::policy(Duration::from_millis(200), Duration::from_secs(5));
+                tokio::time::sleep(strata_pg::retry::nth_delay(backoff, failures as u32 - 1)).await;
                 Ok(Flow::Continue)
             }
         }
@@ -422,7 +411,7 @@ async fn listen(pool: PgPool, wake: std::sync::Arc<Notify>) {
         let connected = async {
             let mut listener = PgListener::connect_with(&pool).await?;
             listener
-                .listen_all([EVENTS_CHANNEL, PROJECTIONS_CHANNEL])
+                .listen_all([Channel::Events.name(), Channel::Projections.name()])
                 .await?;
             Ok::<_, sqlx::Error>(listener)
         };

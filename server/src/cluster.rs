@@ -15,14 +15,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use strata_core::lease::{Fence, Leases, rendezvous};
+use strata_pg::lease::{Fence, Leases, Resource, rendezvous};
+use strata_pg::notify::{self, Channel};
 use tokio::sync::{Notify, watch};
 
 use crate::store::subscriptions::{self as db, resource};
 use crate::subscriptions::Subscriptions;
-
-/// The NOTIFY channel that wakes coordinators.
-pub const CHANNEL: &str = "strata_cluster";
 
 /// How often the coordinator works, for a lease TTL.
 pub fn tick(ttl: Duration) -> Duration {
@@ -32,11 +30,7 @@ pub fn tick(ttl: Duration) -> Duration {
 /// Wakes every node's coordinator (a subscription was created or deleted, a
 /// lease released).
 pub async fn notify(pool: &PgPool) {
-    if let Err(error) = sqlx::query("SELECT pg_notify($1, '')")
-        .bind(CHANNEL)
-        .execute(pool)
-        .await
-    {
+    if let Err(error) = notify::send(pool, Channel::Cluster, "").await {
         tracing::debug!(%error, "cluster NOTIFY failed; others find out at their next tick");
     }
 }
@@ -133,7 +127,9 @@ async fn round(
         .filter(|r| rendezvous(&nodes, r) == Some(me))
         .collect();
     for fence in leases.acquire(&wanted).await? {
-        let name = fence.resource["subscription:".len()..].to_owned();
+        let Some(Resource::Subscription(name)) = Resource::parse(&fence.resource) else {
+            continue;
+        };
         metrics::counter!("strata_lease_acquired_total").increment(1);
         restart(subscriptions, pool, &name, fence).await?;
     }

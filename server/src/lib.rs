@@ -5,8 +5,10 @@
 //! - [`http`]: routes, extractors and the one `ApiError`;
 //! - [`store`]: every SQL statement (appends through group commit, reads,
 //!   deletes, snapshots);
-//! - [`live`]: the node's tail reader, LISTEN connection and fan-out to
-//!   Server-Sent Events subscribers;
+//! - [`notifications`]: the node's LISTEN connection and commit notices,
+//!   with a wake-up for each consumer;
+//! - [`live`]: the node's tail reader and fan-out to Server-Sent Events
+//!   subscribers;
 //! - [`cluster`] and [`subscriptions`]: leases, leaders, and the persistent
 //!   subscriptions this node leads;
 //! - [`embedded`]: the private PostgreSQL of `strata dev` and the tests.
@@ -21,6 +23,7 @@ pub mod config;
 pub mod embedded;
 pub mod http;
 pub mod live;
+pub mod notifications;
 pub mod startup;
 pub mod store;
 pub mod subscriptions;

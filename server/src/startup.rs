@@ -17,14 +17,16 @@ use crate::cluster;
 use crate::config::NodeConfig;
 use crate::http::{self, AppState};
 use crate::live::{Live, LiveOptions};
+use crate::notifications::Notifications;
 use crate::store::{self, Appender};
 use crate::subscriptions::Subscriptions;
-use strata_core::lease::Leases;
+use strata_pg::lease::Leases;
 
 /// A node, built and bound, not yet serving.
 pub struct Application {
     listener: TcpListener,
     state: AppState,
+    notifications: Notifications,
     config: NodeConfig,
     shutdown: watch::Sender<bool>,
 }
@@ -91,17 +93,22 @@ impl Application {
 
     fn from_parts(config: NodeConfig, pool: PgPool, listener: TcpListener) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
+        let notifications =
+            Notifications::start(pool.clone(), config.node_id.clone(), shutdown_rx.clone());
         let live = Live::start(
             pool.clone(),
-            config.node_id.clone(),
+            notifications.clone(),
             LiveOptions {
                 poll_interval: config.live_poll,
             },
             shutdown_rx.clone(),
         );
         let on_commit = {
-            let live = live.clone();
-            Arc::new(move |last: i64| live.committed(last))
+            let (live, notifications) = (live.clone(), notifications.clone());
+            Arc::new(move |last: i64| {
+                live.committed(last);
+                notifications.committed(last);
+            })
         };
         let appender = Appender::start(pool.clone(), config.committers, on_commit);
         let subscriptions = Subscriptions::new(pool.clone(), live.clone());
@@ -124,6 +131,7 @@ impl Application {
         Application {
             listener,
             state,
+            notifications,
             config,
             shutdown,
         }
@@ -165,6 +173,7 @@ impl Application {
         let Application {
             listener,
             state,
+            notifications,
             config,
             shutdown: stop,
         } = self;
@@ -180,7 +189,7 @@ impl Application {
             advertised_url.clone(),
             state.subscriptions.clone(),
             pool.clone(),
-            state.live.cluster_wake(),
+            notifications.cluster_wake(),
             state.shutdown.clone(),
         ));
         let app = http::router(state, &config.cors_origins);

@@ -56,21 +56,13 @@ fn process_alive(pid: i32) -> bool {
     unsafe { libc::kill(pid, 0) == 0 }
 }
 
+/// `url` with its database replaced by `database` (query and credentials
+/// kept), through a URL parser rather than by hand.
 fn with_database(url: &str, database: &str) -> String {
-    let (base, query) = url
-        .split_once('?')
-        .map_or((url, None), |(b, q)| (b, Some(q)));
-    let authority_end = base
-        .find("://")
-        .map(|i| i + 3)
-        .and_then(|start| base[start..].find('/').map(|j| start + j))
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{database}", &base[..authority_end]);
-    if let Some(query) = query {
-        out.push('?');
-        out.push_str(query);
-    }
-    out
+    let mut parsed =
+        url::Url::parse(url).unwrap_or_else(|e| panic!("DATABASE_URL {url:?} is not a URL: {e}"));
+    parsed.set_path(database);
+    parsed.to_string()
 }
 
 /// A fresh, empty database for one test, dropped when the value is dropped.

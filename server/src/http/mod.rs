@@ -56,7 +56,7 @@ pub struct AppState {
     /// The dispatchers of the subscriptions this node leads.
     pub subscriptions: crate::subscriptions::Subscriptions,
     /// This node's leases (and the lease TTL).
-    pub leases: strata_core::lease::Leases,
+    pub leases: strata_pg::lease::Leases,
     /// This node's id.
     pub node_id: String,
 }

@@ -273,11 +273,11 @@ pub async fn list_streams(
         streams: listing
             .streams
             .into_iter()
-            .map(|(stream, version, created_at, updated_at)| StreamInfo {
-                stream,
-                version: version as u64,
-                created_at,
-                updated_at,
+            .map(|listed| StreamInfo {
+                stream: listed.name,
+                version: listed.version as u64,
+                created_at: listed.created_at,
+                updated_at: listed.updated_at,
             })
             .collect(),
         next: listing.next,

@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, PathName};
-use crate::store::subscriptions::{self as db, resource};
+use crate::store::subscriptions::{self as db};
 use crate::subscriptions::{Command, Refused};
 
 fn subscription_name(name: String) -> Result<String, ApiError> {
@@ -220,11 +220,11 @@ async fn leader(
     }
     let holder = state
         .leases
-        .holder(&resource(name))
+        .holder(&strata_pg::lease::Resource::Subscription(name.to_owned()))
         .await
         .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))?;
     let retry = |message: String| Err(Elsewhere::Error(ApiError::Unavailable(message)));
-    let Some((owner, _)) = holder else {
+    let Some(strata_pg::lease::Holder { owner, .. }) = holder else {
         return retry(format!(
             "no node leads subscription {name:?} right now (failover in progress); retry shortly"
         ));

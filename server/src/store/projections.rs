@@ -1,7 +1,10 @@
 //! Projections as the API sees them: status, and requests to their workers.
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
+use strata_core::projection::ProjectionState;
 use strata_core::subscription::ProjectionStatus;
+use strata_pg::lease::Resource;
+use strata_pg::notify::{self, Channel};
 
 use super::error::StoreError;
 
@@ -11,32 +14,41 @@ use super::error::StoreError;
 ///
 /// When the database fails.
 pub async fn projection_status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, StoreError> {
-    let rows = sqlx::query(
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        name: String,
+        checkpoint: i64,
+        #[sqlx(try_from = "String")]
+        state: ProjectionState,
+        last_error: Option<String>,
+        head: i64,
+        owner: Option<String>,
+        epoch: i64,
+    }
+    let sql = [
         "SELECT p.name, p.checkpoint, p.state, p.last_error, h.position AS head, l.owner, \
              coalesce(l.epoch, 0) AS epoch \
          FROM projections p CROSS JOIN all_head h \
-         LEFT JOIN leases l ON l.resource = 'projection:' || p.name \
-             AND l.owner IS NOT NULL AND l.expires_at > clock_timestamp() \
+         LEFT JOIN leases l ON l.resource = ",
+        Resource::PROJECTION_KEY_SQL,
+        " AND l.owner IS NOT NULL AND l.expires_at > clock_timestamp() \
          ORDER BY p.name",
-    )
-    .fetch_all(pool)
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let checkpoint: i64 = row.try_get("checkpoint")?;
-        let head: i64 = row.try_get("head")?;
-        out.push(ProjectionStatus {
-            name: row.try_get("name")?,
-            leader: row.try_get("owner")?,
-            epoch: row.try_get::<i64, _>("epoch")? as u64,
-            checkpoint: checkpoint as u64,
-            head: head as u64,
-            lag: (head - checkpoint).max(0) as u64,
-            state: row.try_get("state")?,
-            last_error: row.try_get("last_error")?,
-        });
-    }
-    Ok(out)
+    ]
+    .concat();
+    let rows: Vec<Row> = sqlx::query_as(&sql).fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| ProjectionStatus {
+            name: row.name,
+            leader: row.owner,
+            epoch: row.epoch as u64,
+            checkpoint: row.checkpoint as u64,
+            head: row.head as u64,
+            lag: (row.head - row.checkpoint).max(0) as u64,
+            state: row.state,
+            last_error: row.last_error,
+        })
+        .collect())
 }
 
 /// What the API asks of a projection's worker.
@@ -77,9 +89,6 @@ pub async fn request(
         .execute(pool)
         .await?
         .rows_affected();
-    sqlx::query("SELECT pg_notify('strata_projections', $1)")
-        .bind(name)
-        .execute(pool)
-        .await?;
+    notify::send(pool, Channel::Projections, name).await?;
     Ok(updated > 0)
 }

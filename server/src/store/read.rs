@@ -8,7 +8,7 @@ use strata_core::Direction;
 
 use super::error::StoreError;
 use super::event::{EVENT_COLUMNS, StoredEvent};
-pub use strata_core::log::{AllFilter, AllRead};
+pub use strata_pg::log::{AllFilter, AllRead};
 
 /// Why a stream read found nothing to return.
 #[derive(Debug, thiserror::Error)]
@@ -197,18 +197,23 @@ pub async fn follow_stream(
     Ok(page)
 }
 
-/// `(name, version, created_at, updated_at)` of a listed stream.
-pub type ListedStream = (
-    String,
-    i64,
-    chrono::DateTime<chrono::Utc>,
-    chrono::DateTime<chrono::Utc>,
-);
+/// A listed stream.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ListedStream {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: i64,
+    /// When its first event was appended.
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    /// When it last changed.
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
 
 /// A page of the stream listing.
 #[derive(Debug)]
 pub struct StreamListing {
-    /// `(name, version, created_at, updated_at)`, by name.
+    /// The streams, by name.
     pub streams: Vec<ListedStream>,
     /// The `after` of the next page.
     pub next: Option<String>,
@@ -235,7 +240,7 @@ pub async fn list_streams(
         }
         None => "~".to_owned(),
     };
-    let rows = sqlx::query(
+    let mut streams: Vec<ListedStream> = sqlx::query_as(
         "SELECT name, version, created_at, updated_at FROM streams \
          WHERE name > $1 AND name >= $2 AND name < $3 \
            AND version >= first_version AND NOT tombstoned \
@@ -247,18 +252,9 @@ pub async fn list_streams(
     .bind(limit + 1)
     .fetch_all(pool)
     .await?;
-    let mut streams: Vec<ListedStream> = Vec::with_capacity(rows.len());
-    for row in &rows {
-        streams.push((
-            row.try_get("name")?,
-            row.try_get("version")?,
-            row.try_get("created_at")?,
-            row.try_get("updated_at")?,
-        ));
-    }
     let next = if streams.len() as i64 > limit {
         streams.pop();
-        streams.last().map(|s| s.0.clone())
+        streams.last().map(|s| s.name.clone())
     } else {
         None
     };
@@ -271,11 +267,11 @@ pub async fn list_streams(
 ///
 /// When the database fails.
 pub async fn head(pool: &PgPool) -> Result<i64, StoreError> {
-    Ok(strata_core::log::head(pool).await?)
+    Ok(strata_pg::log::head(pool).await?)
 }
 
 /// Reads up to `limit` events of `$all` that pass `filter` (see
-/// [`strata_core::log::read_all`]).
+/// [`strata_pg::log::read_all`]).
 ///
 /// # Errors
 ///
@@ -287,5 +283,5 @@ pub async fn read_all(
     limit: i64,
     filter: &AllFilter,
 ) -> Result<AllRead, StoreError> {
-    Ok(strata_core::log::read_all(pool, from, direction, limit, filter).await?)
+    Ok(strata_pg::log::read_all(pool, from, direction, limit, filter).await?)
 }

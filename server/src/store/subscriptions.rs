@@ -4,17 +4,17 @@
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
-use strata_core::lease::Fence;
 use strata_core::subscription::{
     LeaseInfo, NodeInfo, PartitionBy, Source, StartFrom, SubscriptionSettings, SubscriptionStatus,
 };
+use strata_pg::lease::Fence;
 
 use super::error::StoreError;
 use super::event::{EVENT_COLUMNS, StoredEvent};
 
 /// The lease resource of a subscription.
 pub fn resource(name: &str) -> String {
-    format!("subscription:{name}")
+    strata_pg::lease::Resource::Subscription(name.to_owned()).key()
 }
 
 /// A subscription's definition and progress, as its leader loads it.

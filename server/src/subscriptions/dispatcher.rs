@@ -19,8 +19,8 @@ use std::time::Duration;
 use axum::body::Bytes;
 use sqlx::PgPool;
 use strata_core::Direction;
-use strata_core::lease::Fence;
 use strata_core::subscription::{NackAction, PartitionBy, Source};
+use strata_pg::lease::Fence;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 

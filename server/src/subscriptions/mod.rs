@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use sqlx::PgPool;
-use strata_core::lease::Fence;
+use strata_pg::lease::Fence;
 use tokio::sync::{mpsc, watch};
 
 use crate::live::Live;

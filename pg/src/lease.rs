@@ -14,7 +14,7 @@
 //!   same through connection poolers in transaction mode.
 //!
 //! ```
-//! use strata_core::lease::rendezvous;
+//! use strata_pg::lease::rendezvous;
 //!
 //! let nodes = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
 //! let leader = rendezvous(&nodes, "subscription:orders").unwrap();
@@ -23,9 +23,69 @@
 //! assert_eq!(rendezvous(&rest, "subscription:orders"), Some(leader));
 //! ```
 
+use std::fmt;
 use std::time::Duration;
 
-use sqlx::{PgPool, Postgres, Row};
+use sqlx::{PgPool, Postgres};
+
+/// Something one process leads at a time, named in the `leases` table as
+/// `<kind>:<name>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Resource {
+    /// A persistent subscription, led by a server node.
+    Subscription(String),
+    /// A projection, led by a projection worker.
+    Projection(String),
+}
+
+impl Resource {
+    const SUBSCRIPTION: &'static str = "subscription:";
+    const PROJECTION: &'static str = "projection:";
+
+    /// The lease row's `resource` text.
+    pub fn key(&self) -> String {
+        self.to_string()
+    }
+
+    /// Reads a lease row's `resource` text; `None` for an unknown kind.
+    pub fn parse(key: &str) -> Option<Resource> {
+        if let Some(name) = key.strip_prefix(Self::SUBSCRIPTION) {
+            Some(Resource::Subscription(name.to_owned()))
+        } else {
+            key.strip_prefix(Self::PROJECTION)
+                .map(|name| Resource::Projection(name.to_owned()))
+        }
+    }
+
+    /// The name of the subscription or projection.
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Subscription(name) | Resource::Projection(name) => name,
+        }
+    }
+
+    /// The SQL expression of a projection's lease key from a column holding
+    /// its name (for joins with the `leases` table).
+    pub const PROJECTION_KEY_SQL: &'static str = "'projection:' || p.name";
+}
+
+impl fmt::Display for Resource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resource::Subscription(name) => write!(f, "{}{name}", Self::SUBSCRIPTION),
+            Resource::Projection(name) => write!(f, "{}{name}", Self::PROJECTION),
+        }
+    }
+}
+
+/// Who holds a lease, and in which epoch.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Holder {
+    /// The holder (a node or worker id).
+    pub owner: String,
+    /// The epoch of its lease.
+    pub epoch: i64,
+}
 
 /// Where a resource should be led: the live node with the highest score for
 /// it (rendezvous hashing). Leadership spreads over the nodes, and when a node
@@ -172,7 +232,12 @@ impl Leases {
         if resources.is_empty() {
             return Ok(Vec::new());
         }
-        let rows = sqlx::query(
+        #[derive(sqlx::FromRow)]
+        struct Taken {
+            resource: String,
+            epoch: i64,
+        }
+        let rows: Vec<Taken> = sqlx::query_as(
             "INSERT INTO leases AS l (resource, owner, epoch, expires_at) \
              SELECT r, $2, 1, clock_timestamp() + make_interval(secs => $3 / 1000.0) \
              FROM unnest($1::text[]) AS r ORDER BY r \
@@ -186,15 +251,14 @@ impl Leases {
         .bind(self.ttl_ms() as f64)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Fence {
-                    resource: row.try_get("resource")?,
-                    owner: self.owner.clone(),
-                    epoch: row.try_get("epoch")?,
-                })
+        Ok(rows
+            .into_iter()
+            .map(|taken| Fence {
+                resource: taken.resource,
+                owner: self.owner.clone(),
+                epoch: taken.epoch,
             })
-            .collect()
+            .collect())
     }
 
     /// Extends the leases still ours; returns the resources renewed (a lease
@@ -254,16 +318,14 @@ impl Leases {
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn holder(&self, resource: &str) -> Result<Option<(String, i64)>, sqlx::Error> {
-        let row = sqlx::query(
+    pub async fn holder(&self, resource: &Resource) -> Result<Option<Holder>, sqlx::Error> {
+        sqlx::query_as(
             "SELECT owner, epoch FROM leases \
              WHERE resource = $1 AND owner IS NOT NULL AND expires_at > clock_timestamp()",
         )
-        .bind(resource)
+        .bind(resource.key())
         .fetch_optional(&self.pool)
-        .await?;
-        row.map(|row| Ok((row.try_get("owner")?, row.try_get("epoch")?)))
-            .transpose()
+        .await
     }
 }
 
@@ -291,5 +353,18 @@ mod tests {
             }
         }
         assert_eq!(rendezvous(&[], "x"), None);
+    }
+
+    #[test]
+    fn resources_read_back_what_they_wrote() {
+        for resource in [
+            Resource::Subscription("orders".into()),
+            Resource::Projection("account-balances".into()),
+        ] {
+            assert_eq!(Resource::parse(&resource.key()), Some(resource.clone()));
+        }
+        assert_eq!(Resource::Subscription("o".into()).key(), "subscription:o");
+        assert_eq!(Resource::Projection("p".into()).key(), "projection:p");
+        assert_eq!(Resource::parse("other:x"), None);
     }
 }

@@ -8,13 +8,11 @@
 //! a reader paging forward by position never passes an event that becomes
 //! visible later.
 
-use sqlx::{PgPool, Row};
-use uuid::Uuid;
-
-use crate::Direction;
-
 use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgPool, Row};
+use strata_core::Direction;
+use uuid::Uuid;
 
 /// The columns every event query selects, in this order, after any columns
 /// of its own. `data` and `metadata` come out as JSON text.
@@ -23,7 +21,7 @@ pub const EVENT_COLUMNS: &str = "e.position, e.stream, e.version, e.id, e.type, 
 
 /// One stored event. `data` and `metadata` hold JSON text exactly as
 /// PostgreSQL printed it, which is always valid JSON.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, FromRow)]
 pub struct StoredEvent {
     /// Position in `$all`.
     pub position: i64,
@@ -34,6 +32,7 @@ pub struct StoredEvent {
     /// Event id.
     pub id: Uuid,
     /// Event type.
+    #[sqlx(rename = "type")]
     pub event_type: String,
     /// Payload, as JSON text.
     pub data: String,
@@ -55,18 +54,7 @@ impl StoredEvent {
     ///
     /// When a column is missing or of another type.
     pub fn from_row(row: &PgRow) -> Result<Self, sqlx::Error> {
-        Ok(StoredEvent {
-            position: row.try_get("position")?,
-            stream: row.try_get("stream")?,
-            version: row.try_get("version")?,
-            id: row.try_get("id")?,
-            event_type: row.try_get("type")?,
-            data: row.try_get("data")?,
-            metadata: row.try_get("metadata")?,
-            correlation_id: row.try_get("correlation_id")?,
-            causation_id: row.try_get("causation_id")?,
-            created_at: row.try_get("created_at")?,
-        })
+        <Self as FromRow<PgRow>>::from_row(row)
     }
 
     /// Like [`StoredEvent::from_row`], for rows of an outer join: `None` when
@@ -101,7 +89,7 @@ impl StoredEvent {
         out.extend_from_slice(b",\"causation_id\":");
         write_opt_uuid(out, self.causation_id.as_ref());
         out.extend_from_slice(b",\"created_at\":\"");
-        out.extend_from_slice(crate::time::format(&self.created_at).as_bytes());
+        out.extend_from_slice(strata_core::time::format(&self.created_at).as_bytes());
         out.extend_from_slice(b"\"}");
     }
 }
@@ -339,8 +327,8 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::RecordedEvent;
     use chrono::TimeZone;
+    use strata_core::RecordedEvent;
 
     #[test]
     fn writes_json_that_parses_as_a_recorded_event() {

@@ -1,0 +1,25 @@
+//! `strata-pg`: what Strata's server and projection workers share over
+//! PostgreSQL, so that each of these has one home:
+//!
+//! - [`migrate`]: the schema (`migrations/`, the only source of it) and the
+//!   check that a database is current;
+//! - [`connect`]: the session settings every Strata pool uses;
+//! - [`log`]: the stored event and the `$all` reader every reader shares
+//!   (reads, the live tail, persistent subscriptions, projection workers);
+//! - [`lease`]: leases with fencing, leader placement, and the names of the
+//!   resources that are led ([`lease::Resource`]);
+//! - [`notify`]: the NOTIFY channels and their payloads, and the one function
+//!   that sends a notification;
+//! - [`retry`]: the one backoff policy for work that waits on PostgreSQL.
+//!
+//! `strata-core` holds the wire types only; this crate is where a database
+//! crate enters the tree, and the SDK does not depend on it.
+
+pub mod connect;
+pub mod lease;
+pub mod log;
+pub mod migrate;
+pub mod notify;
+pub mod retry;
+
+pub use migrate::MIGRATOR;

@@ -1,0 +1,127 @@
+//! The node's notifications: the one LISTEN connection and the sending of
+//! this node's commit notices, with a wake-up for each consumer.
+//!
+//! - The **listener** holds the LISTEN connection on every channel of
+//!   [`Channel`]. A commit notice from another node raises
+//!   [`Notifications::others_head`] and wakes the live tail; a notice on the
+//!   cluster channel wakes the coordinator. When the connection is lost
+//!   (database restart, `pg_terminate_backend`) it reconnects and wakes the
+//!   tail, which catches up from its cursor: nothing is missed, only delayed.
+//!   It also checks, with a probe it sends itself, that notifications arrive
+//!   at all (behind a pooler in transaction mode they do not).
+//! - The **notifier** sends one commit notice per group commit of this node,
+//!   in its own transaction, outside the append path (a NOTIFY inside the
+//!   append transaction would serialise commits on the notification queue
+//!   lock). Commits that land while a notice is in flight share the next one.
+//!
+//! Nothing here knows what the wake-ups are for: the live tail and the
+//! cluster coordinator depend on this module, not the other way round.
+
+mod listener;
+mod notifier;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use sqlx::PgPool;
+use strata_pg::notify::Channel;
+use tokio::sync::{Notify, watch};
+
+/// The node's notifications. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifications {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node_id: String,
+    /// Woken when another node committed, or when the LISTEN connection was
+    /// (re)established and something may have been missed.
+    events: Arc<Notify>,
+    /// The highest position other nodes said they committed.
+    others_head: AtomicI64,
+    /// Woken when another node asks the coordinators to work now.
+    cluster: Arc<Notify>,
+    /// This node's last committed position, for the notifier.
+    commits: watch::Sender<i64>,
+}
+
+impl Notifications {
+    /// Starts the listener and the notifier on `pool`; they stop when
+    /// `shutdown` turns true.
+    pub fn start(pool: PgPool, node_id: String, shutdown: watch::Receiver<bool>) -> Notifications {
+        let (commits, commits_rx) = watch::channel(0);
+        let notifications = Notifications {
+            inner: Arc::new(Inner {
+                node_id,
+                events: Arc::new(Notify::new()),
+                others_head: AtomicI64::new(0),
+                cluster: Arc::new(Notify::new()),
+                commits,
+            }),
+        };
+        tokio::spawn(notifier::run(
+            notifications.inner.node_id.clone(),
+            pool.clone(),
+            commits_rx,
+            shutdown.clone(),
+        ));
+        tokio::spawn(listener::run(notifications.clone(), pool, shutdown));
+        notifications
+    }
+
+    /// This node committed events up to `last_position`: tell the others.
+    pub fn committed(&self, last_position: i64) {
+        self.inner.commits.send_replace(last_position);
+    }
+
+    /// Woken when events may have been committed by another node (a commit
+    /// notice, or a LISTEN connection re-established).
+    pub fn events_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.events)
+    }
+
+    /// The highest position other nodes said they committed (0 before any).
+    pub fn others_head(&self) -> i64 {
+        self.inner.others_head.load(Ordering::Acquire)
+    }
+
+    /// Woken when another node asks the coordinators to work now.
+    pub fn cluster_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.inner.cluster)
+    }
+
+    /// This node's id.
+    fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// What the listener heard on `channel` with `payload` (probes excluded).
+    fn heard(&self, channel: Option<Channel>, payload: &str) {
+        match channel {
+            Some(Channel::Cluster) => self.inner.cluster.notify_one(),
+            Some(Channel::Events) => {
+                match strata_pg::notify::CommitNotice::parse(payload) {
+                    Some(notice) if notice.node == self.inner.node_id => return,
+                    Some(notice) => {
+                        self.inner
+                            .others_head
+                            .fetch_max(notice.position, Ordering::AcqRel);
+                    }
+                    // Not ours to read (an older node's format, a manual
+                    // NOTIFY): still a reason to look.
+                    None => {}
+                }
+                self.inner.events.notify_one();
+            }
+            // Projection requests are for the workers.
+            Some(Channel::Projections) | None => {}
+        }
+    }
+
+    /// The connection was (re)established or lost: anything may have been
+    /// missed, so the tail looks.
+    fn maybe_missed(&self) {
+        self.inner.events.notify_one();
+    }
+}
