@@ -8,10 +8,11 @@
 //!
 //! Both lock the stream row, so they serialise with appends to that stream.
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 use strata_core::{ExpectedVersion, StreamState, WrongExpectedVersion};
 
 use super::error::StoreError;
+use super::stream_row::StreamRow;
 
 /// Why a delete was refused.
 #[derive(Debug, thiserror::Error)]
@@ -50,19 +51,18 @@ pub async fn delete_stream(
     hard: bool,
 ) -> Result<(), DeleteError> {
     let mut tx = pool.begin().await?;
-    let row = sqlx::query(
+    let row: StreamRow = sqlx::query_as(
         "SELECT version, first_version, tombstoned FROM streams WHERE name = $1 FOR UPDATE",
     )
     .bind(stream)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(DeleteError::StreamNotFound)?;
-    let version: i64 = row.try_get("version")?;
-    let first_version: i64 = row.try_get("first_version")?;
-    if row.try_get::<bool, _>("tombstoned")? {
+    let version = row.version;
+    if row.tombstoned {
         return Err(DeleteError::StreamDeleted);
     }
-    let exists = version >= first_version;
+    let exists = row.is_readable();
     if !exists && !hard {
         return Err(DeleteError::StreamNotFound);
     }

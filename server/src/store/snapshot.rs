@@ -4,15 +4,17 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Row};
 
 use super::error::StoreError;
+use super::stream_row::StreamRow;
 
 /// A stored snapshot, its data as JSON text.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredSnapshot {
     /// The stream.
     pub stream: String,
     /// The stream version it reflects.
     pub version: i64,
     /// Its type.
+    #[sqlx(rename = "type")]
     pub snapshot_type: String,
     /// Its data, as JSON text.
     pub data: String,
@@ -61,13 +63,7 @@ impl From<sqlx::Error> for SnapshotError {
 }
 
 fn from_row(row: &sqlx::postgres::PgRow) -> Result<StoredSnapshot, sqlx::Error> {
-    Ok(StoredSnapshot {
-        stream: row.try_get("stream")?,
-        version: row.try_get("version")?,
-        snapshot_type: row.try_get("type")?,
-        data: row.try_get("data")?,
-        created_at: row.try_get("created_at")?,
-    })
+    <StoredSnapshot as sqlx::FromRow<_>>::from_row(row)
 }
 
 /// Stores a snapshot unless a newer one is kept; returns the one kept.
@@ -86,18 +82,18 @@ pub async fn put_snapshot(
     let mut tx = pool.begin().await?;
     // A share lock: appends may not move the stream under us, but concurrent
     // snapshot writers of the same stream do not wait for each other's reads.
-    let row = sqlx::query(
+    let row: StreamRow = sqlx::query_as(
         "SELECT version, first_version, tombstoned FROM streams WHERE name = $1 FOR SHARE",
     )
     .bind(stream)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(SnapshotError::StreamNotFound)?;
-    let stream_version: i64 = row.try_get("version")?;
-    if row.try_get::<bool, _>("tombstoned")? {
+    let stream_version = row.version;
+    if row.tombstoned {
         return Err(SnapshotError::StreamDeleted);
     }
-    if stream_version < row.try_get::<i64, _>("first_version")? {
+    if !row.is_readable() {
         return Err(SnapshotError::StreamNotFound);
     }
     if version > stream_version {
