@@ -6,7 +6,8 @@ use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use strata_core::lease::Fence;
 use strata_core::subscription::{
-    LeaseInfo, NodeInfo, PartitionBy, Source, StartFrom, SubscriptionSettings, SubscriptionStatus,
+    LeaseInfo, NodeInfo, ParkReason, PartitionBy, Source, StartFrom, SubscriptionSettings,
+    SubscriptionStatus,
 };
 
 use super::error::StoreError;
@@ -208,7 +209,7 @@ pub struct Progress {
     /// Consumers connected now.
     pub consumers: i32,
     /// Events to park: `(position, attempts, reason)`.
-    pub park: Vec<(i64, i32, String)>,
+    pub park: Vec<(i64, i32, ParkReason)>,
     /// Replayed parked events now settled: removed from the parked list.
     pub unpark: Vec<i64>,
 }
@@ -370,7 +371,7 @@ pub struct ParkedRow {
     /// Deliveries before parking.
     pub attempts: i32,
     /// Why it was parked.
-    pub reason: String,
+    pub reason: ParkReason,
     /// Whether it is being replayed.
     pub replaying: bool,
     /// When.
@@ -402,7 +403,10 @@ pub async fn parked(pool: &PgPool, name: &str, limit: i64) -> Result<Vec<ParkedR
         out.push(ParkedRow {
             position: row.try_get("parked_position")?,
             attempts: row.try_get("attempts")?,
-            reason: row.try_get("reason")?,
+            reason: row
+                .try_get::<String, _>("reason")?
+                .parse()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             replaying: row.try_get("replaying")?,
             parked_at: row.try_get("parked_at")?,
             event: StoredEvent::from_optional_row(row)?,

@@ -20,7 +20,7 @@ use axum::body::Bytes;
 use sqlx::PgPool;
 use strata_core::Direction;
 use strata_core::lease::Fence;
-use strata_core::subscription::{NackAction, PartitionBy, Source};
+use strata_core::subscription::{NackAction, ParkReason, PartitionBy, Source};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -121,7 +121,7 @@ struct Dispatcher {
     deadlines: BTreeSet<(Instant, i64)>,
     consumers: Vec<Consumer>,
     next_consumer_id: u64,
-    to_park: Vec<(i64, i32, String)>,
+    to_park: Vec<(i64, i32, ParkReason)>,
     to_unpark: Vec<i64>,
     waiting_acks: Vec<oneshot::Sender<Result<(), Refused>>>,
     dirty: bool,
@@ -436,22 +436,21 @@ impl Dispatcher {
         }
     }
 
-    fn park(&mut self, position: i64, reason: &str) {
+    fn park(&mut self, position: i64, reason: ParkReason) {
         self.release(position);
         if let Some(entry) = self.pending.remove(&position) {
             if !entry.replay {
                 self.normal_pending -= 1;
                 self.settled_above.insert(position);
             }
-            self.to_park
-                .push((position, entry.attempts as i32, reason.to_owned()));
+            self.to_park.push((position, entry.attempts as i32, reason));
             metrics::counter!("strata_subscription_parked_total").increment(1);
             self.dirty = true;
         }
     }
 
     /// An event back from a consumer unhandled: again, or parked.
-    fn retry(&mut self, position: i64, reason: &str) {
+    fn retry(&mut self, position: i64, reason: ParkReason) {
         self.release(position);
         let exhausted = self
             .pending
@@ -472,7 +471,7 @@ impl Dispatcher {
             .collect();
         for position in expired {
             metrics::counter!("strata_subscription_timeouts_total").increment(1);
-            self.retry(position, "max_retries");
+            self.retry(position, ParkReason::MaxRetries);
         }
     }
 
@@ -536,8 +535,8 @@ impl Dispatcher {
             } => {
                 for position in positions {
                     match action {
-                        NackAction::Retry => self.retry(position, "max_retries"),
-                        NackAction::Park => self.park(position, "nack"),
+                        NackAction::Retry => self.retry(position, ParkReason::MaxRetries),
+                        NackAction::Park => self.park(position, ParkReason::Nack),
                         NackAction::Skip => self.settle(position),
                     }
                 }
