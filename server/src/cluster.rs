@@ -83,6 +83,7 @@ async fn round(
     let defined: HashMap<String, i64> = db::subscription_generations(pool)
         .await?
         .into_iter()
+        .map(|g| (g.name, g.generation))
         .collect();
 
     // Renew what we lead; stop what we lost.

@@ -25,7 +25,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::live::Live;
-use crate::store::subscriptions::{self as db, Progress, SubscriptionRow};
+use crate::store::subscriptions::{self as db, Park, Progress, Replay, SubscriptionRow};
 use crate::store::{self, AllFilter, StoredEvent};
 
 /// Why a command was not carried out.
@@ -121,7 +121,7 @@ struct Dispatcher {
     deadlines: BTreeSet<(Instant, i64)>,
     consumers: Vec<Consumer>,
     next_consumer_id: u64,
-    to_park: Vec<(i64, i32, ParkReason)>,
+    to_park: Vec<Park>,
     to_unpark: Vec<i64>,
     waiting_acks: Vec<oneshot::Sender<Result<(), Refused>>>,
     dirty: bool,
@@ -278,11 +278,11 @@ impl Dispatcher {
         self.add_replays(&replays).await
     }
 
-    async fn add_replays(&mut self, replays: &[(i64, i32)]) -> Result<(), store::StoreError> {
+    async fn add_replays(&mut self, replays: &[Replay]) -> Result<(), store::StoreError> {
         if replays.is_empty() {
             return Ok(());
         }
-        let positions: Vec<i64> = replays.iter().map(|r| r.0).collect();
+        let positions: Vec<i64> = replays.iter().map(|r| r.position).collect();
         let events = db::events_at(&self.pool, &positions).await?;
         let found: HashSet<i64> = events.iter().map(|e| e.position).collect();
         for event in &events {
@@ -443,7 +443,11 @@ impl Dispatcher {
                 self.normal_pending -= 1;
                 self.settled_above.insert(position);
             }
-            self.to_park.push((position, entry.attempts as i32, reason));
+            self.to_park.push(Park {
+                position,
+                attempts: entry.attempts as i32,
+                reason,
+            });
             metrics::counter!("strata_subscription_parked_total").increment(1);
             self.dirty = true;
         }
@@ -554,7 +558,13 @@ impl Dispatcher {
                         return None;
                     }
                 };
-                let replays: Vec<(i64, i32)> = marked.iter().map(|p| (*p, 0)).collect();
+                let replays: Vec<Replay> = marked
+                    .iter()
+                    .map(|&position| Replay {
+                        position,
+                        attempts: 0,
+                    })
+                    .collect();
                 match self.add_replays(&replays).await {
                     Ok(()) => {
                         let _ = reply.send(Ok(marked.len()));
