@@ -19,7 +19,7 @@ use strata_core::lease::{Fence, Leases, rendezvous};
 use tokio::sync::{Notify, watch};
 
 use crate::store::subscriptions::{self as db, resource};
-use crate::subscriptions::Subscriptions;
+use crate::subscriptions::{Led, Subscriptions};
 
 /// The NOTIFY channel that wakes coordinators.
 pub const CHANNEL: &str = "strata_cluster";
@@ -88,10 +88,15 @@ async fn round(
 
     // Renew what we lead; stop what we lost.
     let running = subscriptions.running();
-    let fences: Vec<Fence> = running.iter().map(|(_, _, f)| f.clone()).collect();
+    let fences: Vec<Fence> = running.iter().map(|r| r.fence.clone()).collect();
     let renewed = leases.renew(&fences).await?;
     let mut handed_over = Vec::new();
-    for (name, generation, fence) in &running {
+    for Led {
+        name,
+        generation,
+        fence,
+    } in &running
+    {
         if !renewed.contains(&fence.resource) {
             tracing::warn!(subscription = %name, epoch = fence.epoch, "lease lost; stopping");
             metrics::counter!("strata_lease_lost_total").increment(1);
@@ -125,7 +130,7 @@ async fn round(
     let leading: Vec<String> = subscriptions
         .running()
         .into_iter()
-        .map(|(n, _, _)| n)
+        .map(|r| r.name)
         .collect();
     let wanted: Vec<String> = defined
         .keys()
