@@ -2,6 +2,8 @@
 //! subscriptions it leads, and how HTTP requests reach them.
 
 pub mod dispatcher;
+mod frame;
+mod ledger;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
