@@ -24,6 +24,8 @@ use crate::store::StoredEvent;
 use crate::store::subscriptions::Park;
 
 mod settle;
+#[cfg(test)]
+mod tests;
 
 /// A connected consumer, as the ledger knows it: only by this id (its
 /// channel stays with the dispatcher).
