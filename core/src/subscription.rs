@@ -297,17 +297,6 @@ pub struct ResetRequest {
 }
 
 /// Why an event was parked (dead-lettered).
-///
-/// The same words are stored in `subscription_parked.reason` and shown by
-/// `GET /subscriptions/{name}/parked`, so the spelling is part of the
-/// contract: [`ParkReason::as_str`] and [`str::parse`] convert both ways.
-///
-/// ```
-/// use strata_core::subscription::ParkReason;
-/// assert_eq!(ParkReason::MaxRetries.as_str(), "max_retries");
-/// assert_eq!("nack".parse::<ParkReason>(), Ok(ParkReason::Nack));
-/// assert_eq!(serde_json::to_string(&ParkReason::Nack).unwrap(), r#""nack""#);
-/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -320,7 +309,17 @@ pub enum ParkReason {
 }
 
 impl ParkReason {
-    /// The stored and wire name.
+    /// The stored and wire name. The same words are stored in
+    /// `subscription_parked.reason` and shown by
+    /// `GET /subscriptions/{name}/parked`, so the spelling is part of the
+    /// contract; [`str::parse`] reads it back.
+    ///
+    /// ```
+    /// use strata_core::subscription::ParkReason;
+    /// assert_eq!(ParkReason::MaxRetries.as_str(), "max_retries");
+    /// assert_eq!("nack".parse::<ParkReason>(), Ok(ParkReason::Nack));
+    /// assert_eq!(serde_json::to_string(&ParkReason::Nack).unwrap(), r#""nack""#);
+    /// ```
     pub fn as_str(self) -> &'static str {
         match self {
             ParkReason::MaxRetries => "max_retries",
