@@ -296,6 +296,69 @@ pub struct ResetRequest {
     pub to: StartFrom,
 }
 
+/// Why an event was parked (dead-lettered).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ParkReason {
+    /// Delivered `max_retries` times after the first without an ack: the
+    /// last attempt timed out or was nacked with `retry`.
+    MaxRetries,
+    /// A consumer nacked it with `park`.
+    Nack,
+}
+
+impl ParkReason {
+    /// The stored and wire name. The same words are stored in
+    /// `subscription_parked.reason` and shown by
+    /// `GET /subscriptions/{name}/parked`, so the spelling is part of the
+    /// contract; [`str::parse`] reads it back.
+    ///
+    /// ```
+    /// use strata_core::subscription::ParkReason;
+    /// assert_eq!(ParkReason::MaxRetries.as_str(), "max_retries");
+    /// assert_eq!("nack".parse::<ParkReason>(), Ok(ParkReason::Nack));
+    /// assert_eq!(serde_json::to_string(&ParkReason::Nack).unwrap(), r#""nack""#);
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParkReason::MaxRetries => "max_retries",
+            ParkReason::Nack => "nack",
+        }
+    }
+}
+
+impl fmt::Display for ParkReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A park reason this version does not know (read from storage).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown park reason {0:?}")]
+pub struct UnknownParkReason(pub String);
+
+impl std::str::FromStr for ParkReason {
+    type Err = UnknownParkReason;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "max_retries" => Ok(ParkReason::MaxRetries),
+            "nack" => Ok(ParkReason::Nack),
+            _ => Err(UnknownParkReason(text.to_owned())),
+        }
+    }
+}
+
+impl TryFrom<String> for ParkReason {
+    type Error = UnknownParkReason;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        text.parse()
+    }
+}
+
 /// A parked (dead-lettered) event.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -304,8 +367,8 @@ pub struct ParkedEvent {
     pub position: u64,
     /// Deliveries before it was parked.
     pub attempts: u32,
-    /// Why: `max_retries`, `nack` or `ack_timeout`.
-    pub reason: String,
+    /// Why it was parked.
+    pub reason: ParkReason,
     /// Whether a replay put it back in line.
     pub replaying: bool,
     /// When it was parked.
@@ -401,6 +464,26 @@ mod tests {
             r#"{"type":"T"}"#
         );
         assert_eq!(serde_json::to_string(&StartFrom::End).unwrap(), r#""end""#);
+    }
+
+    #[test]
+    fn park_reasons_keep_their_stored_and_wire_names() {
+        for (reason, text) in [
+            (ParkReason::MaxRetries, "max_retries"),
+            (ParkReason::Nack, "nack"),
+        ] {
+            assert_eq!(reason.as_str(), text);
+            assert_eq!(text.parse::<ParkReason>(), Ok(reason));
+            assert_eq!(serde_json::to_value(reason).unwrap(), text);
+            assert_eq!(
+                serde_json::from_value::<ParkReason>(text.into()).unwrap(),
+                reason
+            );
+        }
+        assert_eq!(
+            "ack_timeout".parse::<ParkReason>(),
+            Err(UnknownParkReason("ack_timeout".into()))
+        );
     }
 }
 

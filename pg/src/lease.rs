@@ -64,9 +64,13 @@ impl Resource {
         }
     }
 
-    /// The SQL expression of a projection's lease key from a column holding
-    /// its name (for joins with the `leases` table).
+    /// The SQL expression of a projection's lease key, for joins of the
+    /// `leases` table with `projections p`.
     pub const PROJECTION_KEY_SQL: &'static str = "'projection:' || p.name";
+
+    /// The SQL expression of a subscription's lease key, for joins of the
+    /// `leases` table with `subscriptions s`.
+    pub const SUBSCRIPTION_KEY_SQL: &'static str = "'subscription:' || s.name";
 }
 
 impl fmt::Display for Resource {
@@ -366,5 +370,10 @@ mod tests {
         assert_eq!(Resource::Subscription("o".into()).key(), "subscription:o");
         assert_eq!(Resource::Projection("p".into()).key(), "projection:p");
         assert_eq!(Resource::parse("other:x"), None);
+        // The SQL forms write the same keys.
+        assert!(Resource::PROJECTION_KEY_SQL.starts_with(&format!("'{}'", Resource::PROJECTION)));
+        assert!(
+            Resource::SUBSCRIPTION_KEY_SQL.starts_with(&format!("'{}'", Resource::SUBSCRIPTION))
+        );
     }
 }

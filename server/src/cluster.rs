@@ -20,7 +20,7 @@ use strata_pg::notify::{self, Channel};
 use tokio::sync::{Notify, watch};
 
 use crate::store::subscriptions::{self as db, resource};
-use crate::subscriptions::Subscriptions;
+use crate::subscriptions::{Led, Subscriptions};
 
 /// How often the coordinator works, for a lease TTL.
 pub fn tick(ttl: Duration) -> Duration {
@@ -77,14 +77,20 @@ async fn round(
     let defined: HashMap<String, i64> = db::subscription_generations(pool)
         .await?
         .into_iter()
+        .map(|g| (g.name, g.generation))
         .collect();
 
     // Renew what we lead; stop what we lost.
     let running = subscriptions.running();
-    let fences: Vec<Fence> = running.iter().map(|(_, _, f)| f.clone()).collect();
+    let fences: Vec<Fence> = running.iter().map(|r| r.fence.clone()).collect();
     let renewed = leases.renew(&fences).await?;
     let mut handed_over = Vec::new();
-    for (name, generation, fence) in &running {
+    for Led {
+        name,
+        generation,
+        fence,
+    } in &running
+    {
         if !renewed.contains(&fence.resource) {
             tracing::warn!(subscription = %name, epoch = fence.epoch, "lease lost; stopping");
             metrics::counter!("strata_lease_lost_total").increment(1);
@@ -118,12 +124,12 @@ async fn round(
     let leading: Vec<String> = subscriptions
         .running()
         .into_iter()
-        .map(|(n, _, _)| n)
+        .map(|r| r.name)
         .collect();
     let wanted: Vec<String> = defined
         .keys()
         .filter(|name| !leading.contains(name))
-        .map(|name| resource(name))
+        .map(|name| resource(name).key())
         .filter(|r| rendezvous(&nodes, r) == Some(me))
         .collect();
     for fence in leases.acquire(&wanted).await? {

@@ -220,7 +220,7 @@ async fn leader(
     }
     let holder = state
         .leases
-        .holder(&strata_pg::lease::Resource::Subscription(name.to_owned()))
+        .holder(&db::resource(name))
         .await
         .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))?;
     let retry = |message: String| Err(Elsewhere::Error(ApiError::Unavailable(message)));

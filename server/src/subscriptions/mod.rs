@@ -2,6 +2,8 @@
 //! subscriptions it leads, and how HTTP requests reach them.
 
 pub mod dispatcher;
+mod frame;
+mod ledger;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +22,18 @@ struct Running {
     fence: Fence,
     stop: watch::Sender<bool>,
     done: watch::Receiver<bool>,
+}
+
+/// A subscription this node leads, as [`Subscriptions::running`] lists it.
+#[derive(Debug, Clone)]
+pub struct Led {
+    /// The subscription's name.
+    pub name: String,
+    /// The generation its dispatcher started with: a newer one in the
+    /// database means the settings changed or it was reset.
+    pub generation: i64,
+    /// The lease it leads under.
+    pub fence: Fence,
 }
 
 /// The dispatchers this node runs, by subscription name. Cheap to clone.
@@ -110,12 +124,16 @@ impl Subscriptions {
             .collect()
     }
 
-    /// `(name, generation, fence)` of every running dispatcher.
-    pub fn running(&self) -> Vec<(String, i64, Fence)> {
+    /// Every running dispatcher.
+    pub fn running(&self) -> Vec<Led> {
         self.lock()
             .iter()
             .filter(|(_, r)| !*r.done.borrow())
-            .map(|(n, r)| (n.clone(), r.generation, r.fence.clone()))
+            .map(|(n, r)| Led {
+                name: n.clone(),
+                generation: r.generation,
+                fence: r.fence.clone(),
+            })
             .collect()
     }
 }

@@ -1,0 +1,171 @@
+//! Settling: what acks, nacks, timeouts and resets do to the events out,
+//! and the progress that leaves to write.
+
+use std::time::Instant;
+
+use strata_core::subscription::{NackAction, ParkReason};
+
+use super::{Ledger, State};
+use crate::store::subscriptions::{Park, Progress};
+
+/// What [`Ledger::expire`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Events whose ack timeout passed.
+    pub timed_out: usize,
+    /// Of those, the ones out of retries: parked.
+    pub parked: usize,
+}
+
+impl Ledger {
+    /// Takes an event out of flight (it is settled, or waits again).
+    pub(super) fn release(&mut self, position: i64) {
+        let Some(entry) = self.pending.get_mut(&position) else {
+            return;
+        };
+        if let State::InFlight { consumer, deadline } = entry.state {
+            self.in_flight -= 1;
+            self.deadlines.remove(&(deadline, position));
+            if let Some(c) = self.consumers.iter_mut().find(|c| c.id == consumer) {
+                c.in_flight = c.in_flight.saturating_sub(1);
+            }
+            if let Some(key) = &entry.key {
+                self.busy.remove(key);
+            }
+            entry.state = State::Waiting;
+        }
+    }
+
+    /// An event handled (acked, or nacked with `skip`). A replayed parked
+    /// event leaves the parked list; any other counts towards the
+    /// checkpoint.
+    pub fn ack(&mut self, position: i64) {
+        self.release(position);
+        if let Some(entry) = self.pending.remove(&position) {
+            if entry.replay {
+                self.to_unpark.push(position);
+            } else {
+                self.normal_pending -= 1;
+                self.settled_above.insert(position);
+            }
+            self.dirty = true;
+        }
+    }
+
+    /// Parks an event: it is settled for the checkpoint and goes to the
+    /// parked list. `false` when it was not pending.
+    fn park(&mut self, position: i64, reason: ParkReason) -> bool {
+        self.release(position);
+        let Some(entry) = self.pending.remove(&position) else {
+            return false;
+        };
+        if !entry.replay {
+            self.normal_pending -= 1;
+            self.settled_above.insert(position);
+        }
+        self.to_park.push(Park {
+            position,
+            attempts: entry.attempts as i32,
+            reason,
+        });
+        self.dirty = true;
+        true
+    }
+
+    /// An event back from a consumer unhandled: it waits to go out again,
+    /// or is parked once it went out `max_retries` times after the first.
+    /// `true` when parked.
+    fn retry(&mut self, position: i64, reason: ParkReason) -> bool {
+        self.release(position);
+        let exhausted = self
+            .pending
+            .get(&position)
+            .is_some_and(|e| e.attempts > self.max_retries);
+        exhausted && self.park(position, reason)
+    }
+
+    /// An event a consumer did not handle; `true` when it is parked now.
+    pub fn nack(&mut self, position: i64, action: NackAction) -> bool {
+        match action {
+            NackAction::Retry => self.retry(position, ParkReason::MaxRetries),
+            NackAction::Park => self.park(position, ParkReason::Nack),
+            NackAction::Skip => {
+                self.ack(position);
+                false
+            }
+        }
+    }
+
+    /// Events out past their ack deadline at `now` are retried, as if
+    /// nacked with `retry`.
+    pub fn expire(&mut self, now: Instant) -> Expired {
+        let lapsed: Vec<i64> = self
+            .deadlines
+            .iter()
+            .take_while(|(deadline, _)| *deadline <= now)
+            .map(|(_, position)| *position)
+            .collect();
+        let mut expired = Expired::default();
+        for position in lapsed {
+            expired.timed_out += 1;
+            if self.retry(position, ParkReason::MaxRetries) {
+                expired.parked += 1;
+            }
+        }
+        expired
+    }
+
+    /// Delivers again from `checkpoint + 1`: what was read or settled is
+    /// forgotten; replayed parked events stay in line.
+    pub fn reset(&mut self, checkpoint: i64) {
+        let positions: Vec<i64> = self.pending.keys().copied().collect();
+        for position in positions {
+            self.release(position);
+        }
+        self.pending.retain(|_, e| e.replay);
+        self.normal_pending = 0;
+        self.settled_above.clear();
+        self.checkpoint = checkpoint;
+        self.cursor = checkpoint + 1;
+    }
+
+    /// The checkpoint the settled events allow: everything below the first
+    /// unsettled event that was read (replays lie below the checkpoint and
+    /// do not hold it back).
+    fn settled_checkpoint(&self) -> i64 {
+        let first_open = self
+            .pending
+            .iter()
+            .find(|(_, e)| !e.replay)
+            .map(|(p, _)| *p)
+            .unwrap_or(self.cursor);
+        (first_open - 1).max(self.checkpoint)
+    }
+
+    /// What a write of the progress now carries.
+    pub fn progress(&self) -> Progress {
+        let checkpoint = self.settled_checkpoint();
+        Progress {
+            checkpoint,
+            settled_above: self
+                .settled_above
+                .range(checkpoint + 1..)
+                .copied()
+                .collect(),
+            in_flight: self.in_flight as i32,
+            consumers: self.consumers.len() as i32,
+            park: self.to_park.clone(),
+            unpark: self.to_unpark.clone(),
+        }
+    }
+
+    /// `progress` (from [`Ledger::progress`], with nothing changed since)
+    /// is written: what it carried is done with.
+    pub fn written(&mut self, progress: &Progress) {
+        self.checkpoint = progress.checkpoint;
+        self.settled_above = self.settled_above.split_off(&(progress.checkpoint + 1));
+        self.to_park.clear();
+        self.to_unpark.clear();
+        self.dirty = false;
+    }
+}
