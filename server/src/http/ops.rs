@@ -1,5 +1,13 @@
 //! Operations: health, metrics and the OpenAPI document.
+//!
+//! The document is built with the route table and handed to [`openapi`] as
+//! a request extension ([`Document`]): this module serves it but does not
+//! know how it is made, so the document's list of handlers (which includes
+//! these) and this module do not import each other.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -55,6 +63,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The OpenAPI 3 document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document")))]
-pub async fn openapi() -> impl IntoResponse {
-    axum::Json(super::openapi::document())
+pub async fn openapi(Extension(Document(document)): Extension<Document>) -> Response {
+    axum::Json(&*document).into_response()
 }
+
+/// The OpenAPI document [`openapi`] serves: put on every request by the
+/// router that was built with it.
+#[derive(Clone)]
+pub struct Document(pub Arc<utoipa::openapi::OpenApi>);
