@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use super::error::ApiError;
 
 /// Liveness: `200` while the process runs.
 #[utoipa::path(get, path = "/health/live", tag = "operations",
@@ -28,22 +29,14 @@ pub async fn health_live() -> impl IntoResponse {
         (status = 200, description = "Ready"),
         (status = 503, description = "Database unreachable or schema behind", body = strata_core::ErrorBody),
     ))]
-pub async fn health_ready(State(state): State<AppState>) -> Response {
+pub async fn health_ready(State(state): State<AppState>) -> Result<Response, ApiError> {
     if crate::store::schema_is_current(&state.pool).await {
-        axum::Json(json!({"status": "ready"})).into_response()
+        Ok(axum::Json(json!({"status": "ready"})).into_response())
     } else {
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({
-                "error": "unavailable",
-                "message": "the database does not answer, or its schema is not current (run `strata migrate`)"
-            })),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
+        Err(ApiError::Unavailable(
+            "the database does not answer, or its schema is not current (run `strata migrate`)"
+                .into(),
+        ))
     }
 }
 

@@ -157,58 +157,13 @@ pub async fn delete_subscription(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Why a request for a subscription cannot be served on this node.
-enum Elsewhere {
-    /// An error answer (404, 503, …).
-    Error(ApiError),
-    /// Another node leads: `307` to `target` on it.
-    Redirect { owner: String, target: String },
-}
-
-impl From<ApiError> for Elsewhere {
-    fn from(error: ApiError) -> Self {
-        Elsewhere::Error(error)
-    }
-}
-
-impl From<crate::store::StoreError> for Elsewhere {
-    fn from(error: crate::store::StoreError) -> Self {
-        Elsewhere::Error(error.into())
-    }
-}
-
-impl IntoResponse for Elsewhere {
-    fn into_response(self) -> Response {
-        match self {
-            Elsewhere::Error(error) => error.into_response(),
-            Elsewhere::Redirect { owner, target } => {
-                let Ok(location) = HeaderValue::from_str(&target) else {
-                    return ApiError::Internal.into_response();
-                };
-                metrics::counter!("strata_subscription_redirects_total").increment(1);
-                let body = json!({
-                    "error": "not_leader",
-                    "message": format!("node {owner} leads this subscription; follow the Location header"),
-                    "leader": owner,
-                    "location": target,
-                });
-                (
-                    StatusCode::TEMPORARY_REDIRECT,
-                    [(header::LOCATION, location)],
-                    axum::Json(body),
-                )
-                    .into_response()
-            }
-        }
-    }
-}
-
-/// The local dispatcher of `name`, or where the client should go instead.
+/// The local dispatcher of `name`, or the answer to give instead: `404`,
+/// a `307` to the leader, or a `503` while no node can serve it.
 async fn leader(
     state: &AppState,
     name: &str,
     uri: &OriginalUri,
-) -> Result<mpsc::Sender<Command>, Elsewhere> {
+) -> Result<mpsc::Sender<Command>, ApiError> {
     if let Some(commands) = state.subscriptions.local(name) {
         return Ok(commands);
     }
@@ -216,41 +171,43 @@ async fn leader(
         .await?
         .is_empty()
     {
-        return Err(not_found(name).into());
+        return Err(not_found(name));
     }
     let holder = state
         .leases
         .holder(&resource(name))
         .await
-        .map_err(|e| ApiError::from(crate::store::StoreError::from(e)))?;
-    let retry = |message: String| Err(Elsewhere::Error(ApiError::Unavailable(message)));
+        .map_err(crate::store::StoreError::from)?;
     let Some((owner, _)) = holder else {
-        return retry(format!(
+        return Err(ApiError::Unavailable(format!(
             "no node leads subscription {name:?} right now (failover in progress); retry shortly"
-        ));
+        )));
     };
     if owner == state.node_id {
-        return retry(format!(
+        return Err(ApiError::Unavailable(format!(
             "this node is starting to lead subscription {name:?}; retry shortly"
-        ));
+        )));
     }
     let Some(url) = db::node_url(&state.pool, &owner).await? else {
-        return retry(format!(
+        return Err(ApiError::Unavailable(format!(
             "the leader of {name:?} is not reachable; retry shortly"
-        ));
+        )));
     };
-    let target = format!("{url}{}", uri.0.path_and_query().map_or("", |p| p.as_str()));
-    Err(Elsewhere::Redirect { owner, target })
+    let location = format!("{url}{}", uri.0.path_and_query().map_or("", |p| p.as_str()));
+    metrics::counter!("strata_subscription_redirects_total").increment(1);
+    Err(ApiError::NotLeader {
+        leader: owner,
+        location,
+    })
 }
 
-fn refused(refused: Refused, name: &str) -> Response {
+fn refused(refused: Refused, name: &str) -> ApiError {
     match refused {
         Refused::NotLeader => ApiError::Unavailable(format!(
             "this node stopped leading subscription {name:?}; retry, and you will be sent to the new leader"
-        ))
-        .into_response(),
+        )),
         Refused::Unavailable => {
-            ApiError::Unavailable("the database cannot be reached right now; retry shortly".into()).into_response()
+            ApiError::Unavailable("the database cannot be reached right now; retry shortly".into())
         }
     }
 }
@@ -265,14 +222,11 @@ async fn at_leader<T>(
     params: Params,
     uri: &OriginalUri,
     input: Result<T, ApiError>,
-) -> Result<(String, T, mpsc::Sender<Command>), Response> {
-    let checked = subscription_name(name)
-        .and_then(|n| params.finish("no parameters").map(|_| n))
-        .and_then(|n| input.map(|i| (n, i)));
-    let (name, input) = checked.map_err(IntoResponse::into_response)?;
-    let commands = leader(state, &name, uri)
-        .await
-        .map_err(IntoResponse::into_response)?;
+) -> Result<(String, T, mpsc::Sender<Command>), ApiError> {
+    let name = subscription_name(name)?;
+    params.finish("no parameters")?;
+    let input = input?;
+    let commands = leader(state, &name, uri).await?;
     Ok((name, input, commands))
 }
 
@@ -280,7 +234,7 @@ async fn ask<T>(
     commands: mpsc::Sender<Command>,
     name: &str,
     command: impl FnOnce(oneshot::Sender<Result<T, Refused>>) -> Command,
-) -> Result<T, Response> {
+) -> Result<T, ApiError> {
     let (reply, answer) = oneshot::channel();
     if commands.send(command(reply)).await.is_err() {
         return Err(refused(Refused::NotLeader, name));
@@ -319,17 +273,14 @@ pub async fn consume(
     PathName(name): PathName,
     uri: OriginalUri,
     params: Params,
-) -> Response {
-    let (name, (), commands) = match at_leader(&state, name, params, &uri, Ok(())).await {
-        Ok(v) => v,
-        Err(answer) => return answer,
-    };
+) -> Result<Response, ApiError> {
+    let (name, (), commands) = at_leader(&state, name, params, &uri, Ok(())).await?;
     let (frames, receiver) = mpsc::channel(256);
     if commands.send(Command::Connect { frames }).await.is_err() {
-        return refused(Refused::NotLeader, &name);
+        return Err(refused(Refused::NotLeader, &name));
     }
     metrics::counter!("strata_subscription_consumers_connected_total").increment(1);
-    (
+    Ok((
         StatusCode::OK,
         [
             (
@@ -344,7 +295,7 @@ pub async fn consume(
             state.shutdown.clone(),
         )),
     )
-        .into_response()
+        .into_response())
 }
 
 /// The consumer's SSE body: frames as the dispatcher sends them, several per
@@ -396,16 +347,11 @@ pub async fn ack(
     uri: OriginalUri,
     params: Params,
     JsonBody(request): JsonBody<AckRequest>,
-) -> Response {
+) -> Result<StatusCode, ApiError> {
     let input = positions(&request.positions);
-    let (name, positions, commands) = match at_leader(&state, name, params, &uri, input).await {
-        Ok(v) => v,
-        Err(answer) => return answer,
-    };
-    match ask(commands, &name, |reply| Command::Ack { positions, reply }).await {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    let (name, positions, commands) = at_leader(&state, name, params, &uri, input).await?;
+    ask(commands, &name, |reply| Command::Ack { positions, reply }).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Give events back: retry, park or skip.
@@ -422,23 +368,17 @@ pub async fn nack(
     uri: OriginalUri,
     params: Params,
     JsonBody(request): JsonBody<NackRequest>,
-) -> Response {
+) -> Result<StatusCode, ApiError> {
     let input = positions(&request.positions);
-    let (name, positions, commands) = match at_leader(&state, name, params, &uri, input).await {
-        Ok(v) => v,
-        Err(answer) => return answer,
-    };
+    let (name, positions, commands) = at_leader(&state, name, params, &uri, input).await?;
     let action = request.action;
-    match ask(commands, &name, |reply| Command::Nack {
+    ask(commands, &name, |reply| Command::Nack {
         positions,
         action,
         reply,
     })
-    .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Parked (dead-lettered) events.
@@ -497,15 +437,10 @@ pub async fn replay_parked(
     PathName(name): PathName,
     uri: OriginalUri,
     params: Params,
-) -> Response {
-    let (name, (), commands) = match at_leader(&state, name, params, &uri, Ok(())).await {
-        Ok(v) => v,
-        Err(answer) => return answer,
-    };
-    match ask(commands, &name, |reply| Command::Replay { reply }).await {
-        Ok(replayed) => axum::Json(json!({ "replayed": replayed })).into_response(),
-        Err(r) => r,
-    }
+) -> Result<Response, ApiError> {
+    let (name, (), commands) = at_leader(&state, name, params, &uri, Ok(())).await?;
+    let replayed = ask(commands, &name, |reply| Command::Replay { reply }).await?;
+    Ok(axum::Json(json!({ "replayed": replayed })).into_response())
 }
 
 /// Deliver again from a position (or the start).
@@ -522,7 +457,7 @@ pub async fn reset(
     uri: OriginalUri,
     params: Params,
     JsonBody(request): JsonBody<ResetRequest>,
-) -> Response {
+) -> Result<StatusCode, ApiError> {
     let input = match request.to {
         StartFrom::Start => Ok(0),
         StartFrom::Position(p) => Ok((p as i64 - 1).max(0)),
@@ -531,19 +466,13 @@ pub async fn reset(
             "to must be \"start\" or a position",
         )),
     };
-    let (name, checkpoint, commands) = match at_leader(&state, name, params, &uri, input).await {
-        Ok(v) => v,
-        Err(answer) => return answer,
-    };
-    match ask(commands, &name, |reply| Command::Reset {
+    let (name, checkpoint, commands) = at_leader(&state, name, params, &uri, input).await?;
+    ask(commands, &name, |reply| Command::Reset {
         checkpoint,
         reply,
     })
-    .await
-    {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
-        Err(r) => r,
-    }
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The cluster: live nodes and leases.
