@@ -25,9 +25,9 @@ pub(super) fn api() -> OpenApiRouter<AppState> {
             snapshots::put_snapshot,
             snapshots::delete_snapshot
         ))
-        .routes(routes!(sse::subscribe_stream))
+        .routes(routes!(sse::live::subscribe_stream))
         .routes(routes!(all::read_all))
-        .routes(routes!(sse::subscribe_all))
+        .routes(routes!(sse::live::subscribe_all))
         .routes(routes!(subscriptions::list_subscriptions))
         .routes(routes!(
             subscriptions::get_subscription,

@@ -1,4 +1,4 @@
-#![doc = include_str!("../../../docs/sse.md")]
+#![doc = include_str!("../../../../docs/sse.md")]
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -13,11 +13,11 @@ use sqlx::PgPool;
 use strata_core::Direction;
 use tokio::sync::{broadcast, watch};
 
-use super::AppState;
-use super::all::filter_params;
-use super::error::ApiError;
-use super::extract::{Params, PathName};
-use super::streams::stream_name;
+use crate::http::AppState;
+use crate::http::all::filter_params;
+use crate::http::error::ApiError;
+use crate::http::extract::{Params, PathName};
+use crate::http::streams::stream_name;
 use crate::live::{Batch, LiveEvent, frame};
 use crate::store::{self, AllFilter, StoredEvent};
 
