@@ -7,11 +7,10 @@
 //! in progress).
 
 use std::convert::Infallible;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde_json::json;
@@ -27,6 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, PathName};
+use super::sse::{self, KeepAlive};
 use crate::store::subscriptions::{self as db, resource};
 use crate::subscriptions::{Command, Refused};
 
@@ -280,22 +280,11 @@ pub async fn consume(
         return Err(refused(Refused::NotLeader, &name));
     }
     metrics::counter!("strata_subscription_consumers_connected_total").increment(1);
-    Ok((
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        Body::from_stream(consumer_stream(
-            receiver,
-            state.sse_keepalive,
-            state.shutdown.clone(),
-        )),
-    )
-        .into_response())
+    Ok(sse::response(consumer_stream(
+        receiver,
+        KeepAlive::new(state.sse_keepalive),
+        state.shutdown.clone(),
+    )))
 }
 
 /// The consumer's SSE body: frames as the dispatcher sends them, several per
@@ -303,7 +292,7 @@ pub async fn consume(
 /// stops (leadership moved) or the node shuts down.
 fn consumer_stream(
     mut frames: mpsc::Receiver<Bytes>,
-    keepalive: Duration,
+    keepalive: KeepAlive,
     mut shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
@@ -313,8 +302,8 @@ fn consumer_stream(
             }
             let next = tokio::select! {
                 frame = frames.recv() => frame,
-                _ = tokio::time::sleep(keepalive) => {
-                    yield Ok(Bytes::from_static(b": ping\n\n"));
+                _ = keepalive.idle() => {
+                    yield Ok(KeepAlive::ping());
                     continue;
                 }
                 _ = shutdown.changed() => return,
