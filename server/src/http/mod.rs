@@ -3,6 +3,7 @@
 //! Handlers validate input and call `store`; they hold no SQL.
 
 pub mod all;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod json;

@@ -7,7 +7,9 @@
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, all, openapi, ops, projections, snapshots, sse, streams, subscriptions};
+use super::{
+    AppState, all, cluster, openapi, ops, projections, snapshots, sse, streams, subscriptions,
+};
 
 /// Every endpoint with its OpenAPI operation. One `routes!` per path:
 /// `OpenApiRouter::routes` serves every path of a group with the group's
@@ -34,13 +36,13 @@ pub(super) fn api() -> OpenApiRouter<AppState> {
             subscriptions::put_subscription,
             subscriptions::delete_subscription
         ))
-        .routes(routes!(subscriptions::consume))
-        .routes(routes!(subscriptions::ack))
-        .routes(routes!(subscriptions::nack))
-        .routes(routes!(subscriptions::list_parked))
-        .routes(routes!(subscriptions::replay_parked))
-        .routes(routes!(subscriptions::reset))
-        .routes(routes!(subscriptions::cluster))
+        .routes(routes!(subscriptions::delivery::consume))
+        .routes(routes!(subscriptions::delivery::ack))
+        .routes(routes!(subscriptions::delivery::nack))
+        .routes(routes!(subscriptions::parked::list_parked))
+        .routes(routes!(subscriptions::parked::replay_parked))
+        .routes(routes!(subscriptions::delivery::reset))
+        .routes(routes!(cluster::cluster))
         .routes(routes!(projections::list_projections))
         .routes(routes!(projections::pause))
         .routes(routes!(projections::resume))
