@@ -205,7 +205,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
+                tracing::warn!(error = %Chain(&source), "database unavailable");
                 ApiError::Unavailable(
                     "the database cannot be reached right now; retry shortly".into(),
                 )
@@ -215,6 +215,25 @@ impl From<StoreError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+/// An error and its causes, `outer: inner: …`, for the log. Errors here
+/// follow the rule that a variant marks its cause `#[source]` and leaves it
+/// out of its message (`StoreError`'s "the database is unavailable" does
+/// not repeat sqlx's error), so a log that prints only the message loses
+/// the cause.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 
@@ -311,6 +330,15 @@ mod tests {
                 "leader": "node-b",
                 "location": "http://b:2113/subscriptions/s/consume?x=1",
             })
+        );
+    }
+
+    #[test]
+    fn the_log_of_a_store_error_has_its_cause() {
+        let error = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            Chain(&error).to_string(),
+            format!("the database is unavailable: {}", sqlx::Error::PoolTimedOut)
         );
     }
 
