@@ -1,9 +1,9 @@
 //! Operations: health, metrics and the OpenAPI document.
 //!
-//! The document is built with the route table and handed to [`openapi`] as
-//! a request extension ([`Document`]): this module serves it but does not
-//! know how it is made, so the document's list of handlers (which includes
-//! these) and this module do not import each other.
+//! The document is built with the route table (`http::routes`) and handed
+//! to [`openapi`] as a request extension ([`Document`]): this module serves
+//! it without knowing how it is made, so the route table, which names these
+//! handlers, is the only one of the two that imports the other.
 
 use std::sync::Arc;
 
