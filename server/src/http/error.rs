@@ -46,6 +46,15 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     /// `503 unavailable`, with `Retry-After`.
     Unavailable(String),
+    /// `307 not_leader`: another node leads the subscription, and serves this
+    /// call at `location` (the same path and query on that node; clients
+    /// resend the body).
+    NotLeader {
+        /// The id of the node that leads.
+        leader: String,
+        /// Where to send the request instead: the `Location` header.
+        location: String,
+    },
     /// `500 internal`: a bug. The cause was logged where it happened.
     Internal,
 }
@@ -136,6 +145,15 @@ impl ApiError {
                 "unavailable",
                 message.clone(),
             ),
+            ApiError::NotLeader { leader, location } => {
+                details.insert("leader".into(), Value::String(leader.clone()));
+                details.insert("location".into(), Value::String(location.clone()));
+                (
+                    StatusCode::TEMPORARY_REDIRECT,
+                    "not_leader",
+                    format!("node {leader} leads this subscription; follow the Location header"),
+                )
+            }
             ApiError::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal",
@@ -156,6 +174,18 @@ const RETRY_AFTER_SECS: &str = "1";
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let location = match &self {
+            ApiError::NotLeader { location, .. } => match HeaderValue::from_str(location) {
+                Ok(value) => Some(value),
+                // Node URLs come from the nodes' own configuration: one that
+                // is no header value is a bug, not a redirect to half a URL.
+                Err(_) => {
+                    tracing::error!(%location, "a leader's URL is not a valid Location header");
+                    return ApiError::Internal.into_response();
+                }
+            },
+            _ => None,
+        };
         let (status, body) = self.status_and_body();
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -163,6 +193,9 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        if let Some(location) = location {
+            response.headers_mut().insert(header::LOCATION, location);
         }
         response
     }
@@ -172,7 +205,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
+                tracing::warn!(error = %Chain(&source), "database unavailable");
                 ApiError::Unavailable(
                     "the database cannot be reached right now; retry shortly".into(),
                 )
@@ -182,6 +215,25 @@ impl From<StoreError> for ApiError {
                 ApiError::Internal
             }
         }
+    }
+}
+
+/// An error and its causes, `outer: inner: …`, for the log. Errors here
+/// follow the rule that a variant marks its cause `#[source]` and leaves it
+/// out of its message (`StoreError`'s "the database is unavailable" does
+/// not repeat sqlx's error), so a log that prints only the message loses
+/// the cause.
+struct Chain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
     }
 }
 
@@ -246,5 +298,58 @@ impl ApiError {
             ),
             SnapshotError::Store(e) => e.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn not_leader_is_a_307_to_the_leader_with_the_contract_body() {
+        let response = ApiError::NotLeader {
+            leader: "node-b".into(),
+            location: "http://b:2113/subscriptions/s/consume?x=1".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::TEMPORARY_REDIRECT);
+        assert_eq!(
+            response.headers()[header::LOCATION],
+            "http://b:2113/subscriptions/s/consume?x=1"
+        );
+        assert!(!response.headers().contains_key(header::RETRY_AFTER));
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "error": "not_leader",
+                "message": "node node-b leads this subscription; follow the Location header",
+                "leader": "node-b",
+                "location": "http://b:2113/subscriptions/s/consume?x=1",
+            })
+        );
+    }
+
+    #[test]
+    fn the_log_of_a_store_error_has_its_cause() {
+        let error = StoreError::Unavailable(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            Chain(&error).to_string(),
+            format!("the database is unavailable: {}", sqlx::Error::PoolTimedOut)
+        );
+    }
+
+    #[test]
+    fn a_location_that_is_no_header_value_is_a_500() {
+        let response = ApiError::NotLeader {
+            leader: "node-b".into(),
+            location: "http://b/\n".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!response.headers().contains_key(header::LOCATION));
     }
 }

@@ -1,13 +1,16 @@
-//! The HTTP edge: routes, extractors, the one `ApiError`, and the JSON writers.
+//! The HTTP edge: the route table (`routes`), extractors, the one `ApiError`,
+//! and the JSON writers.
 //! Handlers validate input and call `store`; they hold no SQL.
 
 pub mod all;
+pub mod cluster;
 pub mod error;
 pub mod extract;
 pub mod json;
 pub mod openapi;
 pub mod ops;
 pub mod projections;
+mod routes;
 pub mod snapshots;
 pub mod sse;
 pub mod streams;
@@ -16,12 +19,11 @@ pub mod subscriptions;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::{Extension, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
@@ -82,53 +84,12 @@ fn cors(origins: &[String]) -> CorsLayer {
 
 /// All routes, with their middleware.
 pub fn router(state: AppState, cors_origins: &[String]) -> Router {
-    let router = Router::new()
-        .route("/streams", get(streams::list_streams))
-        .route(
-            "/streams/{stream}",
-            post(streams::append_events)
-                .get(streams::read_stream)
-                .delete(streams::delete_stream),
-        )
-        .route(
-            "/streams/{stream}/snapshot",
-            get(snapshots::get_snapshot)
-                .put(snapshots::put_snapshot)
-                .delete(snapshots::delete_snapshot),
-        )
-        .route("/streams/{stream}/subscribe", get(sse::subscribe_stream))
-        .route("/all", get(all::read_all))
-        .route("/all/subscribe", get(sse::subscribe_all))
-        .route("/subscriptions", get(subscriptions::list_subscriptions))
-        .route(
-            "/subscriptions/{name}",
-            get(subscriptions::get_subscription)
-                .put(subscriptions::put_subscription)
-                .delete(subscriptions::delete_subscription),
-        )
-        .route("/subscriptions/{name}/consume", get(subscriptions::consume))
-        .route("/subscriptions/{name}/ack", post(subscriptions::ack))
-        .route("/subscriptions/{name}/nack", post(subscriptions::nack))
-        .route(
-            "/subscriptions/{name}/parked",
-            get(subscriptions::list_parked),
-        )
-        .route(
-            "/subscriptions/{name}/parked/replay",
-            post(subscriptions::replay_parked),
-        )
-        .route("/subscriptions/{name}/reset", post(subscriptions::reset))
-        .route("/cluster", get(subscriptions::cluster))
-        .route("/projections", get(projections::list_projections))
-        .route("/projections/{name}/pause", post(projections::pause))
-        .route("/projections/{name}/resume", post(projections::resume))
-        .route("/projections/{name}/rebuild", post(projections::rebuild))
-        .route("/health/live", get(ops::health_live))
-        .route("/health/ready", get(ops::health_ready))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+    // The route table and its OpenAPI document come from one declaration.
+    let (routes, document) = routes::api().split_for_parts();
+    let router = routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(Extension(ops::Document(Arc::new(document))))
         .layer(middleware::from_fn_with_state(state.clone(), body_budget))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(panic_response))

@@ -1,5 +1,7 @@
-//! The OpenAPI document, generated from the handlers and wire types so that
-//! it cannot drift from the code.
+//! What the OpenAPI document holds besides its operations: the API's
+//! description and the wire types' schemas. The operations come from the
+//! route table (`routes`), which adds each handler's `#[utoipa::path]` as it
+//! routes it, so a served route and its documentation are one declaration.
 
 use utoipa::OpenApi;
 
@@ -14,37 +16,6 @@ use utoipa::OpenApi;
             that version as `actual` in a conflict; unknown query parameters are `400`; a \
             non-JSON Content-Type is `415 unsupported_media_type`; JSON strings with \\u0000 are \
             `400` (PostgreSQL cannot store them).",
-    ),
-    paths(
-        super::streams::append_events,
-        super::streams::read_stream,
-        super::streams::delete_stream,
-        super::streams::list_streams,
-        super::snapshots::put_snapshot,
-        super::snapshots::get_snapshot,
-        super::snapshots::delete_snapshot,
-        super::all::read_all,
-        super::sse::subscribe_all,
-        super::sse::subscribe_stream,
-        super::subscriptions::put_subscription,
-        super::subscriptions::list_subscriptions,
-        super::subscriptions::get_subscription,
-        super::subscriptions::delete_subscription,
-        super::subscriptions::consume,
-        super::subscriptions::ack,
-        super::subscriptions::nack,
-        super::subscriptions::list_parked,
-        super::subscriptions::replay_parked,
-        super::subscriptions::reset,
-        super::subscriptions::cluster,
-        super::projections::list_projections,
-        super::projections::pause,
-        super::projections::resume,
-        super::projections::rebuild,
-        super::ops::health_live,
-        super::ops::health_ready,
-        super::ops::metrics,
-        super::ops::openapi,
     ),
     components(schemas(
         strata_core::RecordedEvent,
@@ -76,7 +47,7 @@ use utoipa::OpenApi;
 )]
 struct ApiDoc;
 
-/// The OpenAPI 3 document of everything the server serves.
-pub fn document() -> utoipa::openapi::OpenApi {
+/// The OpenAPI 3 document without paths: the route table adds them.
+pub fn base() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }

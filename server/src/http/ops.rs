@@ -1,11 +1,20 @@
 //! Operations: health, metrics and the OpenAPI document.
+//!
+//! The document is built with the route table (`http::routes`) and handed
+//! to [`openapi`] as a request extension ([`Document`]): this module serves
+//! it without knowing how it is made, so the route table, which names these
+//! handlers, is the only one of the two that imports the other.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::AppState;
+use super::error::ApiError;
 
 /// Liveness: `200` while the process runs.
 #[utoipa::path(get, path = "/health/live", tag = "operations",
@@ -20,22 +29,14 @@ pub async fn health_live() -> impl IntoResponse {
         (status = 200, description = "Ready"),
         (status = 503, description = "Database unreachable or schema behind", body = strata_core::ErrorBody),
     ))]
-pub async fn health_ready(State(state): State<AppState>) -> Response {
+pub async fn health_ready(State(state): State<AppState>) -> Result<Response, ApiError> {
     if crate::store::schema_is_current(&state.pool).await {
-        axum::Json(json!({"status": "ready"})).into_response()
+        Ok(axum::Json(json!({"status": "ready"})).into_response())
     } else {
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({
-                "error": "unavailable",
-                "message": "the database does not answer, or its schema is not current (run `strata migrate`)"
-            })),
-        )
-            .into_response();
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
+        Err(ApiError::Unavailable(
+            "the database does not answer, or its schema is not current (run `strata migrate`)"
+                .into(),
+        ))
     }
 }
 
@@ -55,6 +56,11 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
 /// The OpenAPI 3 document of this API.
 #[utoipa::path(get, path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3 document")))]
-pub async fn openapi() -> impl IntoResponse {
-    axum::Json(super::openapi::document())
+pub async fn openapi(Extension(Document(document)): Extension<Document>) -> Response {
+    axum::Json(&*document).into_response()
 }
+
+/// The OpenAPI document [`openapi`] serves: put on every request by the
+/// router that was built with it.
+#[derive(Clone)]
+pub struct Document(pub Arc<utoipa::openapi::OpenApi>);

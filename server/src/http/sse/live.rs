@@ -1,23 +1,24 @@
-#![doc = include_str!("../../../docs/sse.md")]
+#![doc = include_str!("../../../../docs/sse.md")]
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use futures::Stream;
 use sqlx::PgPool;
 use strata_core::Direction;
 use tokio::sync::{broadcast, watch};
 
-use super::AppState;
-use super::all::filter_params;
-use super::error::ApiError;
-use super::extract::{Params, PathName};
-use super::streams::stream_name;
+use crate::http::AppState;
+use crate::http::all::filter_params;
+use crate::http::error::ApiError;
+use crate::http::extract::{Params, PathName};
+use crate::http::sse::{self, KeepAlive};
+use crate::http::streams::stream_name;
 use crate::live::{Batch, LiveEvent, frame};
 use crate::store::{self, AllFilter, StoredEvent};
 
@@ -63,30 +64,9 @@ fn start(params: &mut Params, headers: &HeaderMap) -> Result<Start, ApiError> {
     }
 }
 
-fn event_stream(body: impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static) -> Response {
-    (
-        StatusCode::OK,
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/event-stream"),
-            ),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-            (
-                header::HeaderName::from_static("x-accel-buffering"),
-                HeaderValue::from_static("no"),
-            ),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
-
 fn caught_up(key: &str, value: i64) -> Bytes {
     Bytes::from(format!("event: caught-up\ndata: {{\"{key}\":{value}}}\n\n"))
 }
-
-const PING: &[u8] = b": ping\n\n";
 
 /// Counts open subscriptions for the `strata_sse_subscribers` gauge.
 struct Open;
@@ -115,7 +95,7 @@ enum Wake {
 async fn next_wake(
     rx: &mut broadcast::Receiver<Arc<Batch>>,
     shutdown: &mut watch::Receiver<bool>,
-    keepalive: Duration,
+    keepalive: KeepAlive,
 ) -> Wake {
     if *shutdown.borrow() {
         return Wake::Stop;
@@ -126,7 +106,7 @@ async fn next_wake(
             Err(broadcast::error::RecvError::Lagged(_)) => Wake::Lagged,
             Err(broadcast::error::RecvError::Closed) => Wake::Stop,
         },
-        _ = tokio::time::sleep(keepalive) => Wake::Idle,
+        _ = keepalive.idle() => Wake::Idle,
         _ = shutdown.changed() => Wake::Stop,
     }
 }
@@ -162,12 +142,12 @@ pub async fn subscribe_all(
         Start::At(position) => position,
         Start::End => store::head(&state.pool).await? + 1,
     };
-    Ok(event_stream(follow_all(
+    Ok(sse::response(follow_all(
         state.pool.clone(),
         rx,
         next,
         filter,
-        state.sse_keepalive,
+        KeepAlive::new(state.sse_keepalive),
         state.shutdown.clone(),
     )))
 }
@@ -177,7 +157,7 @@ fn follow_all(
     mut rx: broadcast::Receiver<Arc<Batch>>,
     mut next: i64,
     filter: AllFilter,
-    keepalive: Duration,
+    keepalive: KeepAlive,
     mut shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
@@ -217,7 +197,7 @@ fn follow_all(
             loop {
                 match next_wake(&mut rx, &mut shutdown, keepalive).await {
                     Wake::Stop => return,
-                    Wake::Idle => yield Ok(Bytes::from_static(PING)),
+                    Wake::Idle => yield Ok(KeepAlive::ping()),
                     Wake::Lagged => break,
                     Wake::Batch(batch) => {
                         if batch.end < next {
@@ -290,12 +270,12 @@ pub async fn subscribe_stream(
         Start::At(version) => version.max(1),
         Start::End => first.version + 1,
     };
-    Ok(event_stream(follow_stream(
+    Ok(sse::response(follow_stream(
         state.pool.clone(),
         rx,
         stream,
         next,
-        state.sse_keepalive,
+        KeepAlive::new(state.sse_keepalive),
         state.shutdown.clone(),
     )))
 }
@@ -305,7 +285,7 @@ fn follow_stream(
     mut rx: broadcast::Receiver<Arc<Batch>>,
     stream: String,
     mut next_version: i64,
-    keepalive: Duration,
+    keepalive: KeepAlive,
     mut shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
     async_stream::stream! {
@@ -344,7 +324,7 @@ fn follow_stream(
             loop {
                 match next_wake(&mut rx, &mut shutdown, keepalive).await {
                     Wake::Stop => return,
-                    Wake::Idle => yield Ok(Bytes::from_static(PING)),
+                    Wake::Idle => yield Ok(KeepAlive::ping()),
                     Wake::Lagged => break,
                     Wake::Batch(batch) => {
                         if batch.end < next_position {

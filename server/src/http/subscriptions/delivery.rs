@@ -1,0 +1,177 @@
+//! The calls of a subscription's consumers, all served by its leader:
+//! consume (the deliveries, as Server-Sent Events), ack, nack, and reset
+//! (deliver again from a position).
+
+use std::convert::Infallible;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use futures::Stream;
+use strata_core::subscription::{AckRequest, NackRequest, ResetRequest, StartFrom};
+use tokio::sync::{mpsc, watch};
+
+use super::leader::{ask, at_leader, refused};
+use crate::http::AppState;
+use crate::http::error::ApiError;
+use crate::http::extract::{JsonBody, Params, PathName};
+use crate::http::sse::{self, KeepAlive};
+use crate::subscriptions::{Command, Refused};
+
+/// The positions of an ack or a nack, checked.
+fn positions(raw: &[u64]) -> Result<Vec<i64>, ApiError> {
+    if raw.is_empty() || raw.len() > 10_000 {
+        return Err(ApiError::invalid(
+            "positions",
+            "positions must hold 1 to 10000 positions",
+        ));
+    }
+    raw.iter()
+        .map(|p| {
+            i64::try_from(*p).map_err(|_| ApiError::invalid("positions", "a position is too large"))
+        })
+        .collect()
+}
+
+/// Consume: Server-Sent Events of the deliveries for one consumer.
+#[utoipa::path(get, path = "/subscriptions/{name}/consume", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    responses(
+        (status = 200, description = "text/event-stream: `id: <position>`, data: the RecordedEvent plus \"attempt\"", content_type = "text/event-stream"),
+        (status = 307, description = "Another node leads: follow Location"),
+        (status = 503, description = "No leader right now", body = strata_core::ErrorBody),
+    ))]
+pub async fn consume(
+    State(state): State<AppState>,
+    PathName(name): PathName,
+    uri: OriginalUri,
+    params: Params,
+) -> Result<Response, ApiError> {
+    let (name, (), commands) = at_leader(&state, name, params, &uri, Ok(())).await?;
+    let (frames, receiver) = mpsc::channel(256);
+    if commands.send(Command::Connect { frames }).await.is_err() {
+        return Err(refused(Refused::NotLeader, &name));
+    }
+    metrics::counter!("strata_subscription_consumers_connected_total").increment(1);
+    Ok(sse::response(consumer_stream(
+        receiver,
+        KeepAlive::new(state.sse_keepalive),
+        state.shutdown.clone(),
+    )))
+}
+
+/// The consumer's SSE body: frames as the dispatcher sends them, several per
+/// write when they queue up, pings when idle; it ends when the dispatcher
+/// stops (leadership moved) or the node shuts down.
+fn consumer_stream(
+    mut frames: mpsc::Receiver<Bytes>,
+    keepalive: KeepAlive,
+    mut shutdown: watch::Receiver<bool>,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    async_stream::stream! {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            let next = tokio::select! {
+                frame = frames.recv() => frame,
+                _ = keepalive.idle() => {
+                    yield Ok(KeepAlive::ping());
+                    continue;
+                }
+                _ = shutdown.changed() => return,
+            };
+            let Some(first) = next else { return };
+            let mut chunk = first.to_vec();
+            while chunk.len() < 64 * 1024 {
+                match frames.try_recv() {
+                    Ok(more) => chunk.extend_from_slice(&more),
+                    Err(_) => break,
+                }
+            }
+            yield Ok(Bytes::from(chunk));
+        }
+    }
+}
+
+/// Acknowledge handled events.
+#[utoipa::path(post, path = "/subscriptions/{name}/ack", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = AckRequest,
+    responses(
+        (status = 204, description = "Written: these events will not be delivered again"),
+        (status = 307, description = "Another node leads: follow Location"),
+        (status = 503, description = "No leader right now", body = strata_core::ErrorBody),
+    ))]
+pub async fn ack(
+    State(state): State<AppState>,
+    PathName(name): PathName,
+    uri: OriginalUri,
+    params: Params,
+    JsonBody(request): JsonBody<AckRequest>,
+) -> Result<StatusCode, ApiError> {
+    let input = positions(&request.positions);
+    let (name, positions, commands) = at_leader(&state, name, params, &uri, input).await?;
+    ask(commands, &name, |reply| Command::Ack { positions, reply }).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Give events back: retry, park or skip.
+#[utoipa::path(post, path = "/subscriptions/{name}/nack", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = NackRequest,
+    responses(
+        (status = 204, description = "Done"),
+        (status = 307, description = "Another node leads: follow Location"),
+    ))]
+pub async fn nack(
+    State(state): State<AppState>,
+    PathName(name): PathName,
+    uri: OriginalUri,
+    params: Params,
+    JsonBody(request): JsonBody<NackRequest>,
+) -> Result<StatusCode, ApiError> {
+    let input = positions(&request.positions);
+    let (name, positions, commands) = at_leader(&state, name, params, &uri, input).await?;
+    let action = request.action;
+    ask(commands, &name, |reply| Command::Nack {
+        positions,
+        action,
+        reply,
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Deliver again from a position (or the start).
+#[utoipa::path(post, path = "/subscriptions/{name}/reset", tag = "subscriptions",
+    params(("name" = String, Path, description = "Subscription name")),
+    request_body = ResetRequest,
+    responses(
+        (status = 204, description = "Reset"),
+        (status = 307, description = "Another node leads: follow Location"),
+    ))]
+pub async fn reset(
+    State(state): State<AppState>,
+    PathName(name): PathName,
+    uri: OriginalUri,
+    params: Params,
+    JsonBody(request): JsonBody<ResetRequest>,
+) -> Result<StatusCode, ApiError> {
+    let input = match request.to {
+        StartFrom::Start => Ok(0),
+        StartFrom::Position(p) => Ok((p as i64 - 1).max(0)),
+        StartFrom::End => Err(ApiError::invalid(
+            "to",
+            "to must be \"start\" or a position",
+        )),
+    };
+    let (name, checkpoint, commands) = at_leader(&state, name, params, &uri, input).await?;
+    ask(commands, &name, |reply| Command::Reset {
+        checkpoint,
+        reply,
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
