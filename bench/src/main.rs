@@ -20,6 +20,7 @@ mod projection;
 mod report;
 mod scenarios;
 mod subscription;
+mod workloads;
 
 use std::process::ExitCode;
 use std::time::Duration;

@@ -4,7 +4,8 @@
 //! - [`names`]: the naming rules for streams, categories, event types and resources;
 //! - [`ExpectedVersion`] and [`WrongExpectedVersion`]: optimistic concurrency as types;
 //! - [`subscription`]: persistent subscriptions and the cluster view;
-//! - [`projection`]: projection states;
+//! - [`projection`]: projection states and status;
+//! - [`cluster`]: the cluster view;
 //! - [`time`]: how timestamps look on the wire.
 //!
 //! It has no database and no HTTP dependency, so the SDK can use it as is;
@@ -25,6 +26,7 @@
 
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod names;
 pub mod projection;
 pub mod subscription;

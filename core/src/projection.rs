@@ -71,6 +71,28 @@ impl TryFrom<String> for ProjectionState {
     }
 }
 
+/// A projection as `GET /projections` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ProjectionStatus {
+    /// Its name.
+    pub name: String,
+    /// The worker holding its lease, when the lease is alive.
+    pub leader: Option<String>,
+    /// The lease epoch.
+    pub epoch: u64,
+    /// Every position up to this is applied to the read model.
+    pub checkpoint: u64,
+    /// The last position of `$all`.
+    pub head: u64,
+    /// `head - checkpoint`.
+    pub lag: u64,
+    /// `running`, `paused`, `rebuilding` or `failed`.
+    pub state: ProjectionState,
+    /// The last error, while it is failing.
+    pub last_error: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,8 @@ use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::RecordedEvent;
+pub use crate::cluster::{ClusterView, LeaseInfo, NodeInfo};
+pub use crate::projection::ProjectionStatus;
 
 /// What a subscription reads.
 ///
@@ -388,52 +390,6 @@ pub struct ParkedList {
     pub parked: Vec<ParkedEvent>,
 }
 
-/// A node of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct NodeInfo {
-    /// Its id.
-    pub id: String,
-    /// How to reach it.
-    pub advertised_url: String,
-    /// When it started.
-    #[serde(with = "crate::time::micros")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub started_at: DateTime<Utc>,
-    /// Its last heartbeat.
-    #[serde(with = "crate::time::micros")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub last_heartbeat: DateTime<Utc>,
-}
-
-/// A lease: who leads a resource, in which epoch, until when.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct LeaseInfo {
-    /// `subscription:<name>` or `projection:<name>`.
-    pub resource: String,
-    /// The leader; `None` when released.
-    pub owner: Option<String>,
-    /// Grows with every change of owner.
-    pub epoch: u64,
-    /// When it lapses unless renewed.
-    #[serde(with = "crate::time::micros")]
-    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
-    pub expires_at: DateTime<Utc>,
-}
-
-/// The answer of `GET /cluster`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ClusterView {
-    /// The node that answered.
-    pub node: String,
-    /// Nodes with a heartbeat younger than the lease TTL.
-    pub nodes: Vec<NodeInfo>,
-    /// Every lease.
-    pub leases: Vec<LeaseInfo>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,26 +441,4 @@ mod tests {
             Err(UnknownParkReason("ack_timeout".into()))
         );
     }
-}
-
-/// A projection as `GET /projections` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ProjectionStatus {
-    /// Its name.
-    pub name: String,
-    /// The worker holding its lease, when the lease is alive.
-    pub leader: Option<String>,
-    /// The lease epoch.
-    pub epoch: u64,
-    /// Every position up to this is applied to the read model.
-    pub checkpoint: u64,
-    /// The last position of `$all`.
-    pub head: u64,
-    /// `head - checkpoint`.
-    pub lag: u64,
-    /// `running`, `paused`, `rebuilding` or `failed`.
-    pub state: crate::projection::ProjectionState,
-    /// The last error, while it is failing.
-    pub last_error: Option<String>,
 }

@@ -6,6 +6,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use anyhow::Context;
+use backon::Retryable;
 use sqlx::postgres::{PgArguments, PgListener, PgPoolOptions};
 use sqlx::{PgPool, Postgres};
 use strata_core::projection::ProjectionState;
@@ -404,27 +405,27 @@ fn recorded(event: &StoredEvent) -> Result<RecordedEvent, serde_json::Error> {
     })
 }
 
-/// Wakes the worker on appends and on requests from the API; reconnects when
-/// the connection is lost (the poll interval covers the gap).
+/// Wakes the worker on appends and on requests from the API; reconnects with
+/// the database backoff when the connection is lost (the poll interval covers
+/// the gap).
 async fn listen(pool: PgPool, wake: std::sync::Arc<Notify>) {
+    let connect = || async {
+        let mut listener = PgListener::connect_with(&pool).await?;
+        listener
+            .listen_all([Channel::Events.name(), Channel::Projections.name()])
+            .await?;
+        Ok::<_, sqlx::Error>(listener)
+    };
     loop {
-        let connected = async {
-            let mut listener = PgListener::connect_with(&pool).await?;
-            listener
-                .listen_all([Channel::Events.name(), Channel::Projections.name()])
-                .await?;
-            Ok::<_, sqlx::Error>(listener)
-        };
-        match connected.await {
-            Ok(mut listener) => {
-                while listener.try_recv().await.is_ok() {
-                    wake.notify_one();
-                }
-            }
-            Err(error) => {
+        let mut listener = connect
+            .retry(strata_pg::retry::database())
+            .notify(|error, _| {
                 tracing::warn!(%error, "projection worker: cannot LISTEN; polling meanwhile")
-            }
+            })
+            .await
+            .expect("a policy without a maximum of attempts retries until it succeeds");
+        while listener.try_recv().await.is_ok() {
+            wake.notify_one();
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

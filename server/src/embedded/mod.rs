@@ -16,16 +16,23 @@
 //! # Ok::<(), strata_server::embedded::EmbeddedError>(())
 //! ```
 
-use std::ffi::OsString;
 use std::fs;
 use std::io;
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
+use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
+
+mod process;
+mod system;
+
+use process::{
+    choose_port, configure_child, initdb, running_postmaster, spawn_bound_to_process, tail,
+};
+pub use system::find_binaries;
+use system::{check_reachable, chown, run_as};
 
 /// What went wrong starting or stopping the private PostgreSQL.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +101,7 @@ pub enum EmbeddedError {
     },
 }
 
-fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedError {
+pub(super) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> EmbeddedError {
     let context = context.into();
     move |source| EmbeddedError::Io { context, source }
 }
@@ -140,7 +147,7 @@ pub struct EmbeddedPostgres {
     exited: mpsc::Receiver<()>,
 }
 
-struct RunAs {
+pub(super) struct RunAs {
     name: String,
     uid: u32,
     gid: u32,
@@ -289,227 +296,4 @@ impl EmbeddedPostgres {
             .recv_timeout(Duration::from_secs(10))
             .map_err(|_| EmbeddedError::Timeout(Duration::from_secs(40), self.dir.clone()))
     }
-}
-
-/// Spawns `command` from a thread that lives as long as the process, so that the
-/// child's parent-death signal fires when the process exits, not when some
-/// short-lived thread does. Returns the child's pid and a channel that yields
-/// once the child has exited.
-fn spawn_bound_to_process(mut command: Command) -> io::Result<(i32, mpsc::Receiver<()>)> {
-    let (started_tx, started_rx) = mpsc::channel::<io::Result<i32>>();
-    let (exited_tx, exited_rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("embedded-postgres".into())
-        .spawn(move || match command.spawn() {
-            Ok(mut child) => {
-                let pid = child.id() as i32;
-                let _ = started_tx.send(Ok(pid));
-                let _ = wait(&mut child);
-                let _ = exited_tx.send(());
-                // Stay alive: the death of this thread must not be the signal.
-                loop {
-                    std::thread::park();
-                }
-            }
-            Err(e) => {
-                let _ = started_tx.send(Err(e));
-            }
-        })?;
-    let pid = started_rx
-        .recv()
-        .map_err(|_| io::Error::other("the launcher thread died"))??;
-    Ok((pid, exited_rx))
-}
-
-fn wait(child: &mut Child) -> io::Result<()> {
-    child.wait().map(|_| ())
-}
-
-fn configure_child(command: &mut Command, run_as: Option<&RunAs>) {
-    if let Some(user) = run_as {
-        command.uid(user.uid).gid(user.gid);
-        command.env("HOME", user_home(&user.name));
-        command.env("USER", &user.name);
-    }
-    // SAFETY: only async-signal-safe calls (prctl, getppid, kill) between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            // Runs after the uid switch, which would otherwise clear it.
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGINT as libc::c_ulong) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may already be gone by now.
-            if libc::getppid() == 1 {
-                libc::kill(libc::getpid(), libc::SIGINT);
-            }
-            Ok(())
-        });
-    }
-}
-
-fn initdb(bin: &Path, data: &Path, run_as: Option<&RunAs>) -> Result<(), EmbeddedError> {
-    let mut command = Command::new(bin.join("initdb"));
-    command
-        .arg("-D")
-        .arg(data)
-        .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale"])
-        .arg("--no-sync")
-        .stdin(Stdio::null());
-    if let Some(user) = run_as {
-        command.uid(user.uid).gid(user.gid);
-        command.env("HOME", user_home(&user.name));
-    }
-    let output = command.output().map_err(io_err(format!(
-        "cannot run {}",
-        bin.join("initdb").display()
-    )))?;
-    if !output.status.success() {
-        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&output.stderr));
-        return Err(EmbeddedError::Failed {
-            program: "initdb".into(),
-            output: last_lines(&text, 20),
-        });
-    }
-    Ok(())
-}
-
-/// The pid of a live postmaster on `data`, if any.
-fn running_postmaster(data: &Path) -> Option<i32> {
-    let text = fs::read_to_string(data.join("postmaster.pid")).ok()?;
-    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
-    // SAFETY: signal 0 only checks that the process exists.
-    let alive = unsafe { libc::kill(pid, 0) } == 0;
-    alive.then_some(pid)
-}
-
-/// Reuses the port of the previous run when it is free, so that a `psql`
-/// command printed once keeps working; otherwise picks a free one.
-fn choose_port(dir: &Path) -> Result<u16, EmbeddedError> {
-    let file = dir.join("port");
-    let previous = fs::read_to_string(&file)
-        .ok()
-        .and_then(|p| p.trim().parse::<u16>().ok());
-    let free = |port: u16| TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok();
-    let port = match previous {
-        Some(port) if free(port) => port,
-        _ => TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .map_err(io_err("cannot find a free port"))?,
-    };
-    fs::write(&file, port.to_string())
-        .map_err(io_err(format!("cannot write {}", file.display())))?;
-    Ok(port)
-}
-
-/// Finds the folder holding `initdb` and `postgres`.
-///
-/// # Errors
-///
-/// [`EmbeddedError::BinariesNotFound`] with installation advice.
-pub fn find_binaries() -> Result<PathBuf, EmbeddedError> {
-    let has_both = |dir: &Path| dir.join("initdb").is_file() && dir.join("postgres").is_file();
-    let mut candidates: Vec<PathBuf> = Vec::new();
-    if let Some(dir) = std::env::var_os("STRATA_PG_BIN") {
-        candidates.push(dir.into());
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        candidates.extend(std::env::split_paths(&path));
-    }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .collect();
-    versions.sort_by_key(|v| std::cmp::Reverse(v.0));
-    candidates.extend(versions.into_iter().map(|(_, dir)| dir));
-    candidates.extend(
-        [
-            "/usr/local/pgsql/bin",
-            "/usr/pgsql/bin",
-            "/opt/homebrew/bin",
-        ]
-        .into_iter()
-        .map(PathBuf::from),
-    );
-    candidates
-        .into_iter()
-        .find(|dir| has_both(dir))
-        .ok_or(EmbeddedError::BinariesNotFound)
-}
-
-/// The user to run PostgreSQL as: none unless we are root.
-fn run_as() -> Result<Option<RunAs>, EmbeddedError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Ok(None);
-    }
-    let name = std::env::var("STRATA_PG_USER").unwrap_or_else(|_| "postgres".to_owned());
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.len() >= 4 && fields[0] == name).then(|| {
-                Some(RunAs {
-                    name: name.clone(),
-                    uid: fields[2].parse().ok()?,
-                    gid: fields[3].parse().ok()?,
-                })
-            })?
-        })
-        .next()
-        .filter(|user| user.uid != 0)
-        .map(Some)
-        .ok_or(EmbeddedError::NoUnprivilegedUser { user: name })
-}
-
-fn user_home(name: &str) -> OsString {
-    fs::read_to_string("/etc/passwd")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            (fields.len() >= 6 && fields[0] == name).then(|| OsString::from(fields[5]))
-        })
-        .unwrap_or_else(|| "/tmp".into())
-}
-
-/// Every ancestor of `dir` must be searchable by others, or PostgreSQL running
-/// as another user cannot reach its data.
-fn check_reachable(dir: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
-    for ancestor in dir.ancestors().skip(1) {
-        let Ok(meta) = fs::metadata(ancestor) else {
-            continue;
-        };
-        if meta.permissions().mode() & 0o001 == 0 {
-            return Err(EmbeddedError::Unreachable {
-                user: user.name.clone(),
-                dir: dir.to_owned(),
-            });
-        }
-    }
-    Ok(())
-}
-
-fn chown(path: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
-    std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(io_err(format!(
-        "cannot hand {} to {}",
-        path.display(),
-        user.name
-    )))
-}
-
-fn tail(path: &Path) -> String {
-    last_lines(&fs::read_to_string(path).unwrap_or_default(), 20)
-}
-
-fn last_lines(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
