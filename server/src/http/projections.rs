@@ -39,7 +39,7 @@ async fn ask(
     }
     Ok((
         StatusCode::ACCEPTED,
-        axum::Json(json!({"name": name, "requested": format!("{request:?}").to_lowercase()})),
+        axum::Json(json!({"name": name, "requested": request.as_str()})),
     )
         .into_response())
 }

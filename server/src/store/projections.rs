@@ -62,6 +62,17 @@ pub enum ProjectionRequest {
     Rebuild,
 }
 
+impl ProjectionRequest {
+    /// The request's name in answers (`"requested": "pause"`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProjectionRequest::Pause => "pause",
+            ProjectionRequest::Resume => "resume",
+            ProjectionRequest::Rebuild => "rebuild",
+        }
+    }
+}
+
 /// Records a request for the active worker; `false` when there is no such
 /// projection.
 ///
