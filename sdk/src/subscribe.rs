@@ -247,12 +247,15 @@ fn frames(
     async_stream::stream! {
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let mut last_id: Option<String> = None;
-        let mut failures = 0u32;
+        let mut pauses = client.backoff();
+        // Reopen without a pause: at the start, and after a connection that
+        // delivered something.
+        let mut at_once = true;
         loop {
-            if failures > 0 {
-                tokio::time::sleep(client.backoff(failures - 1)).await;
+            if !at_once && let Some(pause) = pauses.next() {
+                tokio::time::sleep(pause).await;
             }
-            failures += 1;
+            at_once = false;
             let url = client.url(&segments, &query);
             let mut request = client
                 .inner
@@ -284,6 +287,8 @@ fn frames(
                 yield Err(error);
                 return;
             }
+            // Served: should this connection end, the pauses start over.
+            pauses = client.backoff();
             let mut body = response.bytes_stream();
             let mut parser = Parser::default();
             loop {
@@ -294,7 +299,7 @@ fn frames(
                             return;
                         }
                         while let Some(frame) = parser.next_frame() {
-                            failures = 0;
+                            at_once = true;
                             if let Some(id) = &frame.id {
                                 last_id = Some(id.clone());
                             }
@@ -323,8 +328,6 @@ fn frames(
                     }
                 }
             }
-            // A connection that ends after delivering is reopened at once.
-            failures = failures.min(1);
         }
     }
 }

@@ -86,7 +86,9 @@ impl ClientBuilder {
     }
 
     /// First pause between retries (default 100 ms); it doubles each time,
-    /// up to [`ClientBuilder::max_backoff`], with jitter.
+    /// up to [`ClientBuilder::max_backoff`], with jitter: each pause is
+    /// between half its step and the whole of it, so that many clients do
+    /// not retry in step.
     pub fn backoff(mut self, backoff: Duration) -> Self {
         self.backoff = backoff;
         self

@@ -11,12 +11,12 @@ use std::fmt;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use bytes::Bytes;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode, Url};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use uuid::Uuid;
 
 use super::Client;
 use super::options::Query;
@@ -135,7 +135,7 @@ impl Call<'_> {
             repeat,
         } = self;
         let body = body.transpose()?.map(Bytes::from);
-        let mut attempt = 0u32;
+        let mut pauses = client.backoff().take(client.inner.retries as usize);
         loop {
             let url = client.url(path, &query);
             let failure = match client.try_once(&method, &url, body.clone()).await {
@@ -152,19 +152,20 @@ impl Call<'_> {
                 }
                 Failure::Refused(_) => false,
             };
-            if !may_repeat || attempt >= client.inner.retries {
+            // A call that may not be repeated does not use up a pause.
+            let pause = if may_repeat { pauses.next() } else { None };
+            let Some(pause) = pause else {
                 return Err(failure.into_error(client, &url));
-            }
+            };
             let pause = match failure {
                 Failure::Unavailable(Error::Unavailable {
                     retry_after: Some(after),
                     ..
                 }) => after.min(client.inner.max_backoff),
-                _ => client.backoff(attempt),
+                _ => pause,
             };
             tracing::debug!(%url, error = %failure, ?pause, "{}", failure.retrying());
             tokio::time::sleep(pause).await;
-            attempt += 1;
         }
     }
 }
@@ -307,16 +308,13 @@ impl Client {
         }
     }
 
-    /// The pause before retry number `attempt` (0-based), with jitter.
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let base = self
-            .inner
-            .backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.inner.max_backoff);
-        // Up to a quarter off, so that many clients do not retry in step.
-        let jitter = (Uuid::new_v4().as_u128() % 1000) as u32;
-        base.saturating_sub(base / 4 * jitter / 1000)
+    /// The pauses between the tries of one call, or the reconnects of one
+    /// subscription: the SDK's one backoff policy, set by
+    /// [`ClientBuilder::backoff`](super::ClientBuilder::backoff) and
+    /// [`ClientBuilder::max_backoff`](super::ClientBuilder::max_backoff).
+    /// Endless: the caller bounds it.
+    pub(crate) fn backoff(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        policy(self.inner.backoff, self.inner.max_backoff)
     }
 
     /// The error of a request that got no (whole) answer.
@@ -332,6 +330,20 @@ impl Client {
     }
 }
 
+/// Pause `n` (0-based) lies in `[step / 2, step)`, `step` being
+/// `min(first · 2ⁿ, max)`: backon's jitter adds up to the whole of its
+/// current delay, so the delays start at half the knobs. The jitter keeps
+/// many clients from retrying in step; no pause is longer than `max`.
+fn policy(first: Duration, max: Duration) -> impl Iterator<Item = Duration> + Send + use<> {
+    ExponentialBuilder::new()
+        .with_min_delay(first.min(max) / 2)
+        .with_max_delay(max / 2)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
 /// `Retry-After` in seconds, when the answer has one.
 pub(crate) fn retry_after(response: &reqwest::Response) -> Option<Duration> {
     response
@@ -343,4 +355,45 @@ pub(crate) fn retry_after(response: &reqwest::Response) -> Option<Duration> {
         .parse::<u64>()
         .ok()
         .map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(ms: u64) -> Duration {
+        Duration::from_millis(ms)
+    }
+
+    /// Within a rounding error of backon's `f32` arithmetic.
+    fn within(pause: Duration, low: Duration, high: Duration) -> bool {
+        pause + Duration::from_micros(10) >= low && pause <= high + Duration::from_micros(10)
+    }
+
+    #[test]
+    fn pauses_double_from_backoff_up_to_max_backoff_with_jitter() {
+        let steps = [100, 200, 400, 800, 1000, 1000, 1000, 1000].map(ms);
+        let mut firsts = Vec::new();
+        for _ in 0..200 {
+            let pauses: Vec<Duration> = policy(ms(100), ms(1000)).take(steps.len()).collect();
+            for (n, (pause, step)) in pauses.iter().zip(steps).enumerate() {
+                assert!(
+                    within(*pause, step / 2, step),
+                    "pause {n} is {pause:?}, outside [{:?}, {step:?}]",
+                    step / 2
+                );
+            }
+            firsts.push(pauses[0]);
+        }
+        firsts.sort();
+        firsts.dedup();
+        assert!(firsts.len() > 1, "the pauses have no jitter");
+    }
+
+    #[test]
+    fn a_first_pause_over_the_maximum_is_held_to_it() {
+        for pause in policy(ms(800), ms(300)).take(5) {
+            assert!(within(pause, ms(150), ms(300)), "{pause:?}");
+        }
+    }
 }
