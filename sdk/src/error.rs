@@ -102,6 +102,18 @@ pub enum Error {
         /// The message, or the start of the body.
         message: String,
     },
+    /// A subscription's `text/event-stream` could not be read: a line longer
+    /// than the SDK holds (64 MiB), or bytes that are not UTF-8. The
+    /// subscription ends with this error: what the node sent is not the
+    /// API's framing (a proxy in between that rewrites the stream, or event
+    /// limits raised past the SDK's).
+    #[error("the event stream from {url} cannot be read: {problem}")]
+    EventStream {
+        /// The URL of the subscription.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
+    },
     /// A body could not be encoded or decoded (user types that do not match
     /// the stored JSON, or an answer that is not the API's).
     #[error("could not encode or decode JSON: {0}")]
