@@ -83,8 +83,8 @@ pub enum Error {
     #[error("timed out after {0:?}; the server may or may not have done it")]
     Timeout(Duration),
     /// The connection failed (refused, reset, TLS) and the retries, if the
-    /// call allows them, ran out.
-    #[error("transport error talking to {url}: {source}")]
+    /// call allows them, ran out. The cause is the [`source`](std::error::Error::source).
+    #[error("the connection to {url} failed; check that the node is up and reachable")]
     Transport {
         /// The node's URL.
         url: String,
