@@ -110,12 +110,15 @@ impl CommandContext {
 /// Why [`Repository::execute`] did not commit.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError<E: std::error::Error + 'static> {
-    /// The aggregate refused the command.
+    /// The aggregate refused the command. Its error is printed in this
+    /// one's message, so it is not also the `source`.
     #[error("command refused: {0}")]
-    Rejected(#[source] E),
+    Rejected(E),
     /// Other writers kept changing the aggregate: still conflicting after
-    /// the configured retries.
-    #[error("still conflicting after {attempts} attempts: {source}")]
+    /// the configured retries. The last conflict is the `source`.
+    #[error(
+        "still conflicting after {attempts} attempts: other writers keep changing the aggregate; try again later"
+    )]
     Conflict {
         /// How many times the command ran.
         attempts: u32,

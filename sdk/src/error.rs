@@ -83,8 +83,8 @@ pub enum Error {
     #[error("timed out after {0:?}; the server may or may not have done it")]
     Timeout(Duration),
     /// The connection failed (refused, reset, TLS) and the retries, if the
-    /// call allows them, ran out.
-    #[error("transport error talking to {url}: {source}")]
+    /// call allows them, ran out. The cause is the [`source`](std::error::Error::source).
+    #[error("the connection to {url} failed; check that the node is up and reachable")]
     Transport {
         /// The node's URL.
         url: String,
@@ -101,6 +101,18 @@ pub enum Error {
         code: String,
         /// The message, or the start of the body.
         message: String,
+    },
+    /// A subscription's `text/event-stream` could not be read: a line longer
+    /// than the SDK holds (64 MiB), or bytes that are not UTF-8. The
+    /// subscription ends with this error: what the node sent is not the
+    /// API's framing (a proxy in between that rewrites the stream, or event
+    /// limits raised past the SDK's).
+    #[error("the event stream from {url} cannot be read: {problem}")]
+    EventStream {
+        /// The URL of the subscription.
+        url: String,
+        /// What is wrong with it.
+        problem: String,
     },
     /// A body could not be encoded or decoded (user types that do not match
     /// the stored JSON, or an answer that is not the API's).

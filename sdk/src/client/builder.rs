@@ -1,0 +1,143 @@
+//! [`ClientBuilder`]: the nodes, timeouts and retries of a [`Client`].
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::{Client, Inner};
+use crate::error::{Error, Result};
+
+/// How [`Client`] is set up: the nodes it talks to, timeouts and retries.
+///
+/// ```
+/// use std::time::Duration;
+/// let client = strata_sdk::Client::builder("http://127.0.0.1:7700")
+///     .node("http://127.0.0.1:7701")
+///     .timeout(Duration::from_secs(10))
+///     .retries(5)
+///     .build()
+///     .unwrap();
+/// ```
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    nodes: Vec<String>,
+    timeout: Duration,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    retries: u32,
+    backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl ClientBuilder {
+    /// The defaults, for the node at `url`: see [`Client::builder`].
+    pub(super) fn new(url: String) -> ClientBuilder {
+        ClientBuilder {
+            nodes: vec![url],
+            timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(45),
+            retries: 3,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+
+    /// Adds another node of the cluster. The client talks to one node at a
+    /// time and moves to the next when it cannot connect, so a list of nodes
+    /// rides through a node going away.
+    pub fn node(mut self, url: impl Into<String>) -> Self {
+        self.nodes.push(url.into());
+        self
+    }
+
+    /// Time limit of one call (default 30 s). Subscriptions are not limited
+    /// in length; see [`ClientBuilder::idle_timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Time limit to open a connection (default 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// A subscription that hears nothing, not even the server's ping (sent at
+    /// least every 15 s), for this long is taken as dead and reconnected
+    /// (default 45 s).
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// How many times a call that failed transiently is tried again
+    /// (default 3). Only calls that are safe to repeat are retried: reads,
+    /// puts, acks, and appends (whose event ids the SDK fixes before the
+    /// first try, so a repeat is recognised by the server and answered with
+    /// the original result). Any call is retried when the connection could
+    /// not even be opened.
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.retries = retries;
+        self
+    }
+
+    /// First pause between retries (default 100 ms); it doubles each time,
+    /// up to [`ClientBuilder::max_backoff`], with jitter: each pause is
+    /// between half its step and the whole of it, so that many clients do
+    /// not retry in step.
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.backoff = backoff;
+        self
+    }
+
+    /// Longest pause between retries and reconnects (default 5 s).
+    pub fn max_backoff(mut self, max_backoff: Duration) -> Self {
+        self.max_backoff = max_backoff;
+        self
+    }
+
+    /// Builds the client. Fails on a URL that is not `http://` or `https://`.
+    pub fn build(self) -> Result<Client> {
+        let mut nodes = Vec::with_capacity(self.nodes.len());
+        for raw in &self.nodes {
+            let url = Url::parse(raw)
+                .ok()
+                .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "{raw:?} is not a node URL; give one like http://127.0.0.1:7700"
+                    ))
+                })?;
+            nodes.push(url);
+        }
+        if nodes.is_empty() {
+            return Err(Error::Usage("a client needs at least one node URL".into()));
+        }
+        let http = reqwest::Client::builder()
+            .timeout(self.timeout)
+            .connect_timeout(self.connect_timeout)
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(self.connect_timeout)
+            .read_timeout(self.idle_timeout)
+            .build()
+            .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                http,
+                streaming,
+                nodes,
+                current: AtomicUsize::new(0),
+                timeout: self.timeout,
+                retries: self.retries,
+                backoff: self.backoff,
+                max_backoff: self.max_backoff,
+            }),
+        })
+    }
+}
