@@ -92,7 +92,8 @@ async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
 ///
 /// # Errors
 ///
-/// [`ApiError::InvalidRequest`] when the JSON is malformed or does not fit `T`.
+/// [`ApiError::InvalidRequest`] when the JSON is malformed, does not fit `T`,
+/// or is followed by anything but whitespace.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(ApiError::InvalidRequest {
@@ -100,8 +101,8 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             field: None,
         });
     }
-    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         let field = (path != ".").then_some(path);
@@ -112,7 +113,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             },
             field,
         }
-    })
+    })?;
+    // One document per body: trailing garbage or a second document would
+    // otherwise be ignored, and a client with a framing bug would see its
+    // first part stored as if all was well.
+    deserializer
+        .end()
+        .map_err(|error| ApiError::InvalidRequest {
+            message: format!(
+                "malformed JSON body: {error}; the body must be one JSON document \
+                 (whitespace may follow it, nothing else)"
+            ),
+            field: None,
+        })?;
+    Ok(value)
 }
 
 /// The single path parameter of a route (a stream or resource name), as text.

@@ -390,3 +390,45 @@ fn random_requests_never_get_a_5xx_or_a_dropped_connection() {
         panic!("{e}");
     }
 }
+
+#[tokio::test]
+async fn anything_after_the_json_body_is_refused_and_nothing_is_stored() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    let url = format!("{}/streams/trailing-1", api.base());
+    let one = r#"{"events": [{"type": "A", "data": 1}]}"#;
+    for body in [
+        format!("{one}xyz"),
+        format!("{one}{one}"),
+        format!("{one} {{}}"),
+        format!("{one}\n]"),
+    ] {
+        let (status, error) = raw(
+            api.client(),
+            Method::POST,
+            &url,
+            Some("application/json"),
+            body.clone().into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body:?} → {error}");
+        assert_eq!(error["error"], "invalid_request", "{body:?} → {error}");
+    }
+    // Whitespace after the document is still fine.
+    let (status, _) = raw(
+        api.client(),
+        Method::POST,
+        &url,
+        Some("application/json"),
+        format!("{one} \n\t").into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let stored = api.get("/streams/trailing-1").await;
+    assert_eq!(
+        stored.body["events"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        stored.body
+    );
+}
