@@ -393,6 +393,53 @@ async fn reset_delivers_again_from_where_asked() {
 }
 
 #[tokio::test]
+async fn reset_beyond_the_head_is_refused_and_delivery_goes_on() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(
+        &api,
+        "ahead",
+        json!({"source": {"all": true}, "partition_by": "none"}),
+    )
+    .await;
+    api.append("ra-1", json!("any"), events("E", 3)).await;
+    // A consumer first: it waits for the subscription to have a leader.
+    let mut sse = consumer(api.base(), "ahead").await;
+    for _ in 0..3 {
+        let (p, _) = delivery(&mut sse, T).await.unwrap();
+        ack(&api, "ahead", &[p]).await;
+    }
+    for to in [json!(99_999_999), json!(5), json!(u64::MAX), json!("end")] {
+        let r = api
+            .post("/subscriptions/ahead/reset", &json!({"to": to}))
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "to {to}: {}", r.body);
+        assert_eq!(r.body["error"], "invalid_request", "to {to}: {}", r.body);
+        assert_eq!(r.body["field"], "to", "to {to}: {}", r.body);
+        if to != json!(u64::MAX) {
+            // (u64::MAX is refused by the parser already: "position is too large".)
+            assert!(
+                r.body["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("\"start\" or a position"),
+                "to {to}: {}",
+                r.body
+            );
+        }
+    }
+    // The head + 1 ("from the next event on") is still a valid reset.
+    let r = api
+        .post("/subscriptions/ahead/reset", &json!({"to": 4}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
+    assert_eq!(status(&api, "ahead").await["checkpoint"], 3);
+    // Nothing was hidden: the next event is delivered.
+    api.append("ra-1", json!("any"), events("E", 1)).await;
+    assert_eq!(delivery(&mut sse, T).await.unwrap().0, 4);
+}
+
+#[tokio::test]
 async fn a_consumer_that_never_acks_loses_its_events_to_one_that_does() {
     let (_db, node) = setup().await;
     let api = node.api();

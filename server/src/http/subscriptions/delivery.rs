@@ -150,6 +150,7 @@ pub async fn nack(
     request_body = ResetRequest,
     responses(
         (status = 204, description = "Reset"),
+        (status = 400, description = "`to` is neither \"start\" nor a position from 1 to the head + 1"),
         (status = 307, description = "Another node leads: follow Location"),
     ))]
 pub async fn reset(
@@ -159,13 +160,27 @@ pub async fn reset(
     params: Params,
     JsonBody(request): JsonBody<ResetRequest>,
 ) -> Result<StatusCode, ApiError> {
+    // A reset past the head would set a checkpoint no event has reached
+    // yet: every event appended until the log caught up with it would be
+    // skipped, while the lag said 0. `head + 1` ("from the next event") is
+    // the furthest a reset may go.
+    let head = crate::store::head(&state.pool).await?;
+    let refused = || {
+        ApiError::invalid(
+            "to",
+            format!(
+                "to must be \"start\" or a position from 1 to {} (the head is {head})",
+                head + 1
+            ),
+        )
+    };
     let input = match request.to {
         StartFrom::Start => Ok(0),
-        StartFrom::Position(p) => Ok((p as i64 - 1).max(0)),
-        StartFrom::End => Err(ApiError::invalid(
-            "to",
-            "to must be \"start\" or a position",
-        )),
+        StartFrom::Position(p) => match i64::try_from(p) {
+            Ok(p) if p <= head + 1 => Ok((p - 1).max(0)),
+            _ => Err(refused()),
+        },
+        StartFrom::End => Err(refused()),
     };
     let (name, checkpoint, commands) = at_leader(&state, name, params, &uri, input).await?;
     ask(commands, &name, |reply| Command::Reset {
