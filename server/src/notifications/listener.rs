@@ -55,12 +55,15 @@ pub(super) async fn run(
     }
 }
 
-/// A LISTEN connection on every channel, retried with the database backoff
+/// The channels a node listens on (projection requests are for the workers).
+const CHANNELS: [Channel; 2] = [Channel::Events, Channel::Cluster];
+
+/// A LISTEN connection on [`CHANNELS`], retried with the database backoff
 /// until it works.
 async fn connect(pool: &PgPool) -> PgListener {
     let attempt = || async {
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen_all(Channel::ALL.map(Channel::name)).await?;
+        listener.listen_all(CHANNELS.map(Channel::name)).await?;
         Ok::<_, sqlx::Error>(listener)
     };
     attempt

@@ -1,8 +1,8 @@
 //! The node's notifications: the one LISTEN connection and the sending of
 //! this node's commit notices, with a wake-up for each consumer.
 //!
-//! - The **listener** holds the LISTEN connection on every channel of
-//!   [`Channel`]. A commit notice from another node raises
+//! - The **listener** holds the LISTEN connection on the events and cluster
+//!   channels. A commit notice from another node raises
 //!   [`Notifications::others_head`] and wakes the live tail; a notice on the
 //!   cluster channel wakes the coordinator. When the connection is lost
 //!   (database restart, `pg_terminate_backend`) it reconnects and wakes the
@@ -114,7 +114,7 @@ impl Notifications {
                 }
                 self.inner.events.notify_one();
             }
-            // Projection requests are for the workers.
+            // Not listened to here: projection requests are for the workers.
             Some(Channel::Projections) | None => {}
         }
     }
