@@ -57,13 +57,6 @@ impl Resource {
         }
     }
 
-    /// The name of the subscription or projection.
-    pub fn name(&self) -> &str {
-        match self {
-            Resource::Subscription(name) | Resource::Projection(name) => name,
-        }
-    }
-
     /// The SQL expression of a projection's lease key, for joins of the
     /// `leases` table with `projections p`.
     pub const PROJECTION_KEY_SQL: &'static str = "'projection:' || p.name";

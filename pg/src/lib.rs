@@ -21,5 +21,3 @@ pub mod log;
 pub mod migrate;
 pub mod notify;
 pub mod retry;
-
-pub use migrate::MIGRATOR;

@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 
-/// Exponential from `first` up to `max`, with jitter, without end.
+/// Exponential from about `first` up to `max`, with jitter, without end.
+///
+/// backon adds a random jitter of up to one whole delay on top of it (after
+/// the cap), so the policy runs on half the given values: pause n falls in
+/// `[step / 2, step)` with `step = min(first · 2ⁿ, max)`, never above `max`.
 pub fn policy(first: Duration, max: Duration) -> ExponentialBuilder {
     ExponentialBuilder::new()
-        .with_min_delay(first)
-        .with_max_delay(max)
+        .with_min_delay(first / 2)
+        .with_max_delay(max / 2)
         .with_jitter()
         .without_max_times()
 }
@@ -41,10 +45,12 @@ mod tests {
         let max = Duration::from_secs(1);
         let delays: Vec<Duration> = policy(first, max).build().take(8).collect();
         assert_eq!(delays.len(), 8, "the policy never ends");
-        // Jitter adds up to one delay on top; the cap bounds the base.
-        assert!(delays[0] >= first && delays[0] <= first * 2, "{delays:?}");
-        assert!(delays.iter().all(|d| *d <= max * 2), "{delays:?}");
-        assert!(delays[7] >= max, "{delays:?}");
-        assert!(nth_delay(policy(first, max), 20) >= max);
+        assert!(delays[0] >= first / 2 && delays[0] <= first, "{delays:?}");
+        assert!(
+            delays.iter().all(|d| *d <= max),
+            "never above max: {delays:?}"
+        );
+        assert!(delays[7] >= max / 2, "{delays:?}");
+        assert!(nth_delay(policy(first, max), 20) >= max / 2);
     }
 }

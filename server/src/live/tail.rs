@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use backon::Retryable;
+use futures::FutureExt;
 use sqlx::PgPool;
 use strata_core::Direction;
 use tokio::sync::watch;
@@ -19,8 +20,9 @@ const TAIL_PAGE: i64 = 512;
 struct Cursor {
     /// The next position to read.
     next: i64,
-    /// The first position the next batch covers (below `next` only while a
-    /// read failed halfway: the batch then says it covers that stretch too).
+    /// The first position the next batch covers: below `next` when a read
+    /// found nothing but moved `next` past holes up to the head, so that the
+    /// next batch says it covers that stretch too.
     broadcast_from: i64,
 }
 
@@ -54,6 +56,10 @@ pub(super) async fn run(
             _ = tokio::time::sleep(options.poll_interval) => true,
             _ = shutdown.changed() => return,
         };
+        // One read serves both sources: take the other's wake-up too, or a
+        // busy cluster (both set at once) would cost a second read at once.
+        let _ = live.inner.wake.notified().now_or_never();
+        let _ = others.notified().now_or_never();
         // Read before looking at the receivers: everything up to it was
         // committed before a subscriber that comes after the look could
         // start its catch-up, so that subscriber reads it from the database.

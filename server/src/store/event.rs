@@ -1,4 +1,4 @@
-//! Events as stored: the type and its JSON writer live in `strata-core`
+//! Events as stored: the type and its JSON writer live in `strata-pg`
 //! (shared with the projection workers).
 
 pub use strata_pg::log::{EVENT_COLUMNS, StoredEvent, write_json_array};

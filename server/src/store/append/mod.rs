@@ -10,8 +10,8 @@
 //! version) and stores the events of those accepted, all in one round trip.
 //! Each request keeps its own checks and its own answer.
 //!
-//! Requests are spread over the committers by stream, so two committers of
-//! one node never wait for each other's stream locks. A request whose ids
+//! The committers share one queue; a small group waits for the running one
+//! to finish, a large one runs beside it (see `gather`). A request whose ids
 //! are stored already is told apart here: an idempotent retry (same ids, same
 //! stream, same order) or a duplicate. A request whose outcome depends on
 //! another request of the same group (the same ids twice) waits for the next

@@ -56,7 +56,7 @@ struct Arguments<'a> {
 
 /// An expected version as `strata_append` takes it (`r_expected`): a version
 /// N >= 0, or a negative sentinel for the other checks. The sentinels are
-/// written here and in the function's header only.
+/// written here and in the function (its header and its `CASE`) only.
 fn expected_code(expected: ExpectedVersion) -> i64 {
     /// `"any"`.
     const ANY: i64 = -1;
