@@ -101,6 +101,20 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             field: None,
         });
     }
+    if let Some(field) = too_deep(bytes, MAX_JSON_DEPTH) {
+        return Err(ApiError::InvalidRequest {
+            message: format!(
+                "{}nested deeper than {MAX_JSON_DEPTH} levels of objects and arrays \
+                 (counted from the top of the body); flatten the document",
+                if field.is_empty() {
+                    String::new()
+                } else {
+                    format!("{field}: ")
+                }
+            ),
+            field: (!field.is_empty()).then_some(field),
+        });
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();
@@ -127,6 +141,117 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             field: None,
         })?;
     Ok(value)
+}
+
+/// How deep a JSON body may nest (objects and arrays), counted from the
+/// body's top. Event data and snapshots are kept as raw JSON until
+/// PostgreSQL parses them, and `jsonb` gives up (`54001 stack depth limit
+/// exceeded`) somewhere past 10,000 levels: the limit is checked on the
+/// bytes, before any parsing, far below that.
+pub const MAX_JSON_DEPTH: usize = 512;
+
+/// Levels of the body named in the error (`events[3].data`): enough to find
+/// the event, without copying a path thousands of levels long.
+const NAMED_LEVELS: usize = 3;
+
+/// Where `bytes` first nests deeper than `limit`: the path of the member
+/// that does (`events[3].data`, `""` when it is the body itself), or `None`.
+///
+/// A scan of the bytes, not a parse: it tells strings from structure and
+/// counts brackets, and leaves malformed JSON for the parser to name.
+fn too_deep(bytes: &[u8], limit: usize) -> Option<String> {
+    /// One open object or array, with its current member (kept for the
+    /// first [`NAMED_LEVELS`] only).
+    struct Level {
+        object: bool,
+        index: usize,
+        key: Vec<u8>,
+    }
+    let mut levels: Vec<Level> = Vec::new();
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    // In an object, the next string is a key (after `{` or `,`).
+    let mut expect_key = false;
+    let mut key: Option<Vec<u8>> = None;
+    for &byte in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+                if let (Some(done), Some(level)) = (key.take(), levels.last_mut()) {
+                    level.key = done;
+                }
+                continue;
+            }
+            if let Some(key) = key.as_mut() {
+                key.push(byte);
+            }
+            continue;
+        }
+        match byte {
+            b'"' => {
+                in_string = true;
+                if expect_key && depth <= NAMED_LEVELS {
+                    key = Some(Vec::new());
+                }
+                expect_key = false;
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(path(&levels));
+                }
+                if depth <= NAMED_LEVELS {
+                    levels.push(Level {
+                        object: byte == b'{',
+                        index: 0,
+                        key: Vec::new(),
+                    });
+                }
+                expect_key = byte == b'{';
+            }
+            b'}' | b']' => {
+                if depth <= NAMED_LEVELS {
+                    levels.pop();
+                }
+                depth = depth.saturating_sub(1);
+                expect_key = false;
+            }
+            b',' => {
+                if depth <= NAMED_LEVELS
+                    && let Some(level) = levels.last_mut()
+                {
+                    level.index += 1;
+                    expect_key = level.object;
+                } else {
+                    // Deeper than the named levels the key is not kept,
+                    // but a string after a comma may still be one.
+                    expect_key = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    return None;
+
+    fn path(levels: &[Level]) -> String {
+        let mut path = String::new();
+        for level in levels {
+            if level.object {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&String::from_utf8_lossy(&level.key));
+            } else {
+                path.push_str(&format!("[{}]", level.index));
+            }
+        }
+        path
+    }
 }
 
 /// The single path parameter of a route (a stream or resource name), as text.
@@ -255,5 +380,50 @@ impl Params {
                 format!("unknown query parameter {key:?}; this endpoint takes {known}"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MAX_JSON_DEPTH, too_deep};
+
+    fn nested(open: &str, close: &str, n: usize) -> String {
+        format!("{}1{}", open.repeat(n), close.repeat(n))
+    }
+
+    #[test]
+    fn a_body_within_the_limit_passes() {
+        let body = format!(
+            r#"{{"events":[{{"type":"t","data":{}}}]}}"#,
+            nested("[", "]", MAX_JSON_DEPTH - 3)
+        );
+        assert_eq!(too_deep(body.as_bytes(), MAX_JSON_DEPTH), None);
+    }
+
+    #[test]
+    fn a_body_past_the_limit_names_the_member() {
+        let body = format!(
+            r#"{{"events":[{{"type":"t","data":{{}}}},{{"type":"u, [","data":{}}}]}}"#,
+            nested(r#"{"a":"#, "}", MAX_JSON_DEPTH)
+        );
+        assert_eq!(
+            too_deep(body.as_bytes(), MAX_JSON_DEPTH).as_deref(),
+            Some("events[1].data")
+        );
+    }
+
+    #[test]
+    fn brackets_and_quotes_inside_strings_do_not_count() {
+        let body = format!(r#"{{"data":"{}\"{}"}}"#, "[".repeat(1000), "{".repeat(1000));
+        assert_eq!(too_deep(body.as_bytes(), MAX_JSON_DEPTH), None);
+    }
+
+    #[test]
+    fn a_deep_top_level_array_is_named_by_its_indices() {
+        let body = nested("[", "]", MAX_JSON_DEPTH + 1);
+        assert_eq!(
+            too_deep(body.as_bytes(), MAX_JSON_DEPTH).as_deref(),
+            Some("[0][0][0]")
+        );
     }
 }

@@ -432,3 +432,77 @@ async fn anything_after_the_json_body_is_refused_and_nothing_is_stored() {
         stored.body
     );
 }
+
+/// `depth` levels of `[` around `1`.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[tokio::test]
+async fn json_nested_past_the_limit_is_refused_naming_the_field_and_never_a_500() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    let deep = nested(20_000);
+    let cases = [
+        (
+            format!("{}/streams/deep-1", api.base()),
+            format!(r#"{{"events": [{{"type": "A", "data": {deep}}}]}}"#),
+            "events[0].data",
+        ),
+        (
+            format!("{}/streams/deep-1", api.base()),
+            format!(
+                r#"{{"events": [{{"type": "A", "data": {{}}}}, {{"type": "B", "data": 1, "metadata": {deep}}}]}}"#
+            ),
+            "events[1].metadata",
+        ),
+        (
+            format!("{}/streams/deep-1/snapshot", api.base()),
+            format!(r#"{{"version": 1, "type": "S", "data": {deep}}}"#),
+            "data[0][0]",
+        ),
+    ];
+    for (url, body, field) in cases {
+        let method = if url.ends_with("/snapshot") {
+            Method::PUT
+        } else {
+            Method::POST
+        };
+        let (status, error) = raw(
+            api.client(),
+            method,
+            &url,
+            Some("application/json"),
+            body.into_bytes(),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {error}");
+        assert_eq!(error["error"], "invalid_request", "{error}");
+        assert_eq!(error["field"], field, "{error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("512"),
+            "the message names the limit: {error}"
+        );
+    }
+    // Nothing was stored; a document within the limit is.
+    assert_eq!(
+        api.get("/streams/deep-1").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let fine = format!(
+        r#"{{"events": [{{"type": "A", "data": {}}}]}}"#,
+        nested(500)
+    );
+    let (status, answer) = raw(
+        api.client(),
+        Method::POST,
+        &format!("{}/streams/deep-1", api.base()),
+        Some("application/json"),
+        fine.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+}
