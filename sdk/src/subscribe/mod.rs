@@ -15,7 +15,7 @@ use crate::error::{Error, Result};
 
 mod sse;
 
-use sse::{caught_up_at, frames};
+use sse::{Resume, caught_up_at, frames};
 
 /// Where a live subscription starts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -180,7 +180,7 @@ impl Client {
         ];
         let query = vec![("from", from.query())];
         Subscription {
-            inner: live(self.clone(), segments, query),
+            inner: live(self.clone(), segments, query, from),
         }
     }
 
@@ -195,7 +195,7 @@ impl Client {
         }
         let segments = vec!["all".to_owned(), "subscribe".to_owned()];
         Subscription {
-            inner: live(self.clone(), segments, query),
+            inner: live(self.clone(), segments, query, options.from),
         }
     }
 
@@ -208,11 +208,13 @@ impl Client {
             "consume".to_owned(),
         ];
         let client = self.clone();
-        let inner = Box::pin(frames(client, segments, Vec::new(), false).map(|frame| {
-            let frame = frame?;
-            serde_json::from_str::<Delivery>(&frame.data)
-                .map_err(|e| Error::Json(format!("a delivery is not what the API says: {e}")))
-        }));
+        let inner = Box::pin(
+            frames(client, segments, Vec::new(), Resume::No).map(|frame| {
+                let frame = frame?;
+                serde_json::from_str::<Delivery>(&frame.data)
+                    .map_err(|e| Error::Json(format!("a delivery is not what the API says: {e}")))
+            }),
+        );
         Consumer {
             client: self.clone(),
             name: name.to_owned(),
@@ -225,18 +227,25 @@ fn live(
     client: Client,
     segments: Vec<String>,
     query: Vec<(&'static str, String)>,
+    from: SubscribeFrom,
 ) -> Boxed<LiveMessage> {
-    Box::pin(frames(client, segments, query, true).map(|frame| {
-        let frame = frame?;
-        if frame.event == "caught-up" {
-            return Ok(LiveMessage::CaughtUp(
-                caught_up_at(&frame.data).unwrap_or(0),
-            ));
-        }
-        let event: RecordedEvent = serde_json::from_str(&frame.data)
-            .map_err(|e| Error::Json(format!("an event is not what the API says: {e}")))?;
-        Ok(LiveMessage::Event(Box::new(event)))
-    }))
+    let floor = match from {
+        SubscribeFrom::At(n) => n.saturating_sub(1),
+        SubscribeFrom::Start | SubscribeFrom::End => 0,
+    };
+    Box::pin(
+        frames(client, segments, query, Resume::After(floor)).map(|frame| {
+            let frame = frame?;
+            if frame.event == "caught-up" {
+                return Ok(LiveMessage::CaughtUp(
+                    caught_up_at(&frame.data).unwrap_or(0),
+                ));
+            }
+            let event: RecordedEvent = serde_json::from_str(&frame.data)
+                .map_err(|e| Error::Json(format!("an event is not what the API says: {e}")))?;
+            Ok(LiveMessage::Event(Box::new(event)))
+        }),
+    )
 }
 
 #[cfg(test)]

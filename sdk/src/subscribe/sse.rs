@@ -10,15 +10,30 @@ use reqwest::header::{ACCEPT, HeaderValue};
 use crate::client::{Client, retry_after};
 use crate::error::{Error, Result};
 
-/// The events of an SSE endpoint, across reconnects. With `resume`, each
-/// reconnect sends `Last-Event-ID` of the last event yielded (or the head a
-/// `caught-up` reported, when that is further).
+/// How a reconnect picks up where the last connection left.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Resume {
+    /// Not at all (a persistent subscription: the server keeps the place).
+    No,
+    /// With `Last-Event-ID`: of the last event yielded, or the head a
+    /// `caught-up` reported when that is further, but never below this
+    /// (the `from` asked for, less one: a subscription from beyond the head
+    /// is told the head, and must not then resume before its `from`).
+    After(u64),
+}
+
+/// The events of an SSE endpoint, across reconnects, resuming as `resume`
+/// says.
 pub(super) fn frames(
     client: Client,
     segments: Vec<String>,
     query: Vec<(&'static str, String)>,
-    resume: bool,
+    resume: Resume,
 ) -> impl Stream<Item = Result<Event>> + Send + 'static {
+    let (resume, floor) = match resume {
+        Resume::No => (false, 0),
+        Resume::After(floor) => (true, floor),
+    };
     async_stream::stream! {
         let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
         let mut last_id: Option<String> = None;
@@ -76,6 +91,7 @@ pub(super) fn frames(
                             // (a subscription from `end` must not skip what is
                             // appended while it reconnects).
                             if let (true, Some(head)) = (resume, caught_up_at(&event.data)) {
+                                let head = head.max(floor);
                                 let seen = last_id.as_deref().and_then(|id| id.parse::<u64>().ok());
                                 if seen.is_none_or(|seen| head > seen) {
                                     last_id = Some(head.to_string());

@@ -536,3 +536,47 @@ async fn a_node_without_subscribers_reads_nothing_and_the_first_one_misses_nothi
         }
     }
 }
+
+#[tokio::test]
+async fn caught_up_never_names_a_position_beyond_the_head() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    api.append("far-1", json!("any"), events("E", 3)).await;
+    let base = api.base();
+    for (url, last_event_id, expected) in [
+        (
+            format!("{base}/all/subscribe?from=999999"),
+            None,
+            json!({"position": 3}),
+        ),
+        (
+            format!("{base}/all/subscribe"),
+            Some("99999999999"),
+            json!({"position": 3}),
+        ),
+        (
+            format!("{base}/streams/far-1/subscribe?from=999999"),
+            None,
+            json!({"version": 3}),
+        ),
+        (
+            format!("{base}/streams/far-1/subscribe"),
+            Some("99999999999"),
+            json!({"version": 3}),
+        ),
+        (
+            format!("{base}/streams/none-1/subscribe?from=50"),
+            None,
+            json!({"version": 0}),
+        ),
+    ] {
+        let mut sse = Sse::connect(&url, last_event_id).await;
+        let frame = sse.next(T).await.expect("a caught-up frame");
+        assert_eq!(frame.event_name(), Some("caught-up"), "{url}: {frame:?}");
+        assert_eq!(
+            frame.json(),
+            expected,
+            "{url} (Last-Event-ID {last_event_id:?})"
+        );
+    }
+}

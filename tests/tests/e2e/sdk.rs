@@ -594,6 +594,13 @@ async fn live_subscriptions_resume_after_the_server_restarts() {
         ..SubscribeAll::default()
     });
     assert!(matches!(next(&mut late).await, LiveMessage::CaughtUp(_)));
+    // From beyond the head: told the head (10, not a position that does not
+    // exist), and after the reconnect still nothing before its `from`.
+    let mut ahead = c.subscribe_all(&SubscribeAll {
+        from: SubscribeFrom::At(15),
+        ..SubscribeAll::default()
+    });
+    assert_eq!(next(&mut ahead).await, LiveMessage::CaughtUp(10));
 
     node.restart_same_address().await;
     let late_event = c
@@ -633,6 +640,16 @@ async fn live_subscriptions_resume_after_the_server_restarts() {
         "no gap, no duplicate"
     );
     assert!(positions.windows(2).all(|w| w[0] < w[1]), "{positions:?}");
+    // Positions 11 (late-1) to 22 exist now; `ahead` starts at 15.
+    let first = loop {
+        if let LiveMessage::Event(e) = next(&mut ahead).await {
+            break e.position;
+        }
+    };
+    assert_eq!(
+        first, 15,
+        "resumed at its from, not after the head it was told"
+    );
 }
 
 async fn next(s: &mut strata_sdk::Subscription) -> LiveMessage {

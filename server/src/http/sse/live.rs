@@ -190,7 +190,10 @@ fn follow_all(
             }
             if !live {
                 live = true;
-                yield Ok(caught_up("position", head.max(next - 1)));
+                // The head, not where this reader goes on from: a `from`
+                // beyond the head has caught up to the head, and a position
+                // that does not exist yet must not be named.
+                yield Ok(caught_up("position", head));
             }
             // Live: batches from the tail, until one shows we missed
             // something (lagged, or a gap before it), then page again.
@@ -316,7 +319,8 @@ fn follow_stream(
                 if !page.more {
                     if !live {
                         live = true;
-                        yield Ok(caught_up("version", page.version.max(next_version - 1)));
+                        // The stream's version (see `$all` above).
+                        yield Ok(caught_up("version", page.version));
                     }
                     break;
                 }
