@@ -11,6 +11,7 @@
 //!   subscribers;
 //! - [`cluster`] and [`subscriptions`]: leases, leaders, and the persistent
 //!   subscriptions this node leads;
+//! - [`health`]: whether the database answers, probed ahead of requests;
 //! - [`embedded`]: the private PostgreSQL of `strata dev` and the tests.
 //!
 //! See ARCHITECTURE.md at the top of the repository for how they fit.
@@ -21,6 +22,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod embedded;
+pub mod health;
 pub mod http;
 pub mod live;
 pub mod notifications;

@@ -15,6 +15,7 @@ use tokio::sync::{Semaphore, watch};
 
 use crate::cluster;
 use crate::config::NodeConfig;
+use crate::health::DatabaseHealth;
 use crate::http::{self, AppState};
 use crate::live::{Live, LiveOptions};
 use crate::notifications::Notifications;
@@ -114,7 +115,7 @@ impl Application {
         let subscriptions = Subscriptions::new(pool.clone(), live.clone());
         let leases = Leases::new(pool.clone(), config.node_id.clone(), config.lease_ttl);
         let state = AppState {
-            pool,
+            pool: pool.clone(),
             appender,
             limits: config.limits,
             body_budget: Arc::new(Semaphore::new(
@@ -122,11 +123,12 @@ impl Application {
             )),
             metrics: metrics_handle(),
             live,
-            shutdown: shutdown_rx,
             sse_keepalive: config.sse_keepalive,
             subscriptions,
             leases,
             node_id: config.node_id.clone(),
+            database: DatabaseHealth::start(&pool, shutdown_rx.clone()),
+            shutdown: shutdown_rx,
         };
         Application {
             listener,

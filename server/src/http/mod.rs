@@ -61,6 +61,8 @@ pub struct AppState {
     pub leases: strata_pg::lease::Leases,
     /// This node's id.
     pub node_id: String,
+    /// Whether the database answers (probed ahead of requests).
+    pub database: crate::health::DatabaseHealth,
 }
 
 /// Cross-origin access for browser pages (an `EventSource` on another
@@ -91,6 +93,7 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(ops::Document(Arc::new(document))))
         .layer(middleware::from_fn_with_state(state.clone(), body_budget))
+        .layer(middleware::from_fn_with_state(state.clone(), database_gate))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http());
@@ -117,6 +120,25 @@ async fn method_not_allowed() -> ApiError {
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("a request handler panicked");
     ApiError::Internal.into_response()
+}
+
+/// While the database is known to be down, answers `503` at once instead of
+/// letting the request wait the pool's acquire timeout; the endpoints that
+/// need no database (liveness, metrics, the OpenAPI document) go on.
+async fn database_gate(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let needs_database = !matches!(
+        request.uri().path(),
+        "/health/live" | "/metrics" | "/openapi.json"
+    );
+    match state.database.down_for() {
+        Some(down) if needs_database => ApiError::Unavailable(format!(
+            "the database has not answered for {:.1} s; this node checks it four times a \
+             second: retry shortly, or on another node",
+            down.as_secs_f64()
+        ))
+        .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 /// Holds a request with a body until the in-flight body budget has room for

@@ -108,6 +108,7 @@ mod tests {
             shutdown,
             sse_keepalive: Duration::from_secs(15),
             node_id: "routes-test".into(),
+            database: crate::health::DatabaseHealth::up(),
             pool,
         };
         (state, stop)

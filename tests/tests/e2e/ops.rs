@@ -87,6 +87,38 @@ async fn an_unreachable_database_is_503_with_retry_after_and_recovers() {
     .await
     .unwrap();
 
+    // The node finds out by itself (its probe), and from then on answers
+    // at once: a readiness probe with a 2 s timeout sees a 503, not a
+    // time-out (the pool's acquire timeout is 5 s).
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let ready = format!("{}/health/ready", api.base());
+    wait_until(Duration::from_secs(20), "the node to notice", || async {
+        api.get("/health/ready").await.status == StatusCode::SERVICE_UNAVAILABLE
+    })
+    .await;
+    for _ in 0..5 {
+        let answer = impatient.get(&ready).send().await;
+        let answer = answer.unwrap_or_else(|e| panic!("/health/ready: no answer within 2 s: {e}"));
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let answer = impatient
+            .post(format!("{}/streams/u-1", api.base()))
+            .json(&json!({"events": [{"type": "E", "data": {}}]}))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("append: no answer within 2 s: {e}"));
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body: serde_json::Value = answer.json().await.unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("database"),
+            "{body}"
+        );
+    }
     for _ in 0..3 {
         let r = api.append("u-1", json!("any"), events("E", 1)).await;
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "{:?}", r.body);
