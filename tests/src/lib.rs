@@ -7,12 +7,14 @@
 //! - [`StrataNode`]: a real `strata serve` process on a free port.
 //! - [`Api`]: a small JSON client for assertions on status and body.
 //! - [`Sse`]: a Server-Sent Events client that parses frames.
+//! - [`TcpProxy`]: a proxy in front of PostgreSQL that a test can cut.
 //! - [`wait_until`]: bounded waiting for an asynchronous outcome.
 
 mod api;
 pub mod bank_account;
 mod node;
 mod postgres;
+mod proxy;
 mod sse;
 mod wait;
 mod worker;
@@ -20,6 +22,7 @@ mod worker;
 pub use api::{Api, Reply};
 pub use node::{NodeBuilder, StrataNode, node_binary};
 pub use postgres::{TestDatabase, admin_url};
+pub use proxy::TcpProxy;
 pub use sse::{Frame, Sse};
 pub use wait::wait_until;
 pub use worker::WorkerProcess;
