@@ -116,6 +116,15 @@ pub struct NodeArgs {
     /// Request bodies held in memory at once, in bytes; further writers wait.
     #[arg(long, env = "STRATA_MAX_INFLIGHT_BODY_BYTES", default_value_t = 256 << 20)]
     pub max_inflight_body_bytes: usize,
+    /// Time a request's headers may take to arrive, from their first byte, in milliseconds.
+    #[arg(long, env = "STRATA_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+    /// Time a request's body may take to arrive, in milliseconds; slower ones get 408.
+    #[arg(long, env = "STRATA_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub body_timeout_ms: u64,
+    /// Time a keep-alive connection may sit idle (no request, no byte), in milliseconds.
+    #[arg(long, env = "STRATA_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub idle_timeout_ms: u64,
     /// Connections in the database pool.
     #[arg(long, env = "STRATA_POOL_SIZE", default_value_t = 16)]
     pub pool_size: u32,
@@ -179,6 +188,30 @@ pub struct NodeConfig {
     pub live_poll: Duration,
     /// Browser origins allowed to call the API (`*`: any).
     pub cors_origins: Vec<String>,
+    /// How long a client may take over its headers, its body, and between
+    /// requests.
+    pub timeouts: Timeouts,
+}
+
+/// The connection timeouts (API.md, Security → TLS and limits).
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    /// From the first byte of a request's headers to their end.
+    pub header: Duration,
+    /// From the end of the headers to the end of the body.
+    pub body: Duration,
+    /// With no request in flight and no byte moving.
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            header: Duration::from_secs(10),
+            body: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+        }
+    }
 }
 
 /// Size limits on writes.
@@ -301,6 +334,21 @@ impl NodeArgs {
                 message: format!("{} is out of range 10..=3600000", self.live_poll_ms),
             });
         }
+        let millis = |flag: &'static str, value: u64| {
+            if (100..=3_600_000).contains(&value) {
+                Ok(Duration::from_millis(value))
+            } else {
+                Err(ConfigError::Invalid {
+                    flag,
+                    message: format!("{value} is out of range 100..=3600000"),
+                })
+            }
+        };
+        let timeouts = Timeouts {
+            header: millis("--header-timeout-ms", self.header_timeout_ms)?,
+            body: millis("--body-timeout-ms", self.body_timeout_ms)?,
+            idle: millis("--idle-timeout-ms", self.idle_timeout_ms)?,
+        };
         for origin in &self.cors_origins {
             let ok = origin == "*"
                 || ((origin.starts_with("http://") || origin.starts_with("https://"))
@@ -325,6 +373,7 @@ impl NodeArgs {
             limits,
             pool_size: self.pool_size,
             committers: self.committers,
+            timeouts,
         })
     }
 }

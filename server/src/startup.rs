@@ -7,7 +7,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
@@ -121,6 +120,7 @@ impl Application {
             body_budget: Arc::new(Semaphore::new(
                 config.limits.max_inflight_body_bytes / 1024 + 1,
             )),
+            timeouts: config.timeouts,
             metrics: metrics_handle(),
             live,
             sse_keepalive: config.sse_keepalive,
@@ -201,20 +201,7 @@ impl Application {
             shutdown.await;
             stop.send_replace(true);
         };
-        // TCP_NODELAY: an SSE frame or an answer goes out when written, not
-        // held back by Nagle's algorithm until the client's delayed ACK
-        // (up to 40 ms) when a burst of frames follows a first one.
-        let listener = listener.tap_io(|stream| {
-            if let Err(error) = stream.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
-            }
-        });
-        // `into_make_service`: each connection gets a cheap clone of the
-        // router. Serving the `Router` itself rebuilds its route table per
-        // connection (axum 0.8), ~2 KiB per route per connection: +300 MiB
-        // with 10,000 SSE subscribers.
-        axum::serve(listener, app.into_make_service())
-            .with_graceful_shutdown(shutdown)
+        http::connection::serve(listener, app, config.timeouts, shutdown)
             .await
             .context("the HTTP server failed")?;
         // Hand the leases back before the pool goes.

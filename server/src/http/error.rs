@@ -44,6 +44,9 @@ pub enum ApiError {
     },
     /// `415 unsupported_media_type`.
     UnsupportedMediaType(String),
+    /// `408 request_timeout`: the body did not arrive in time; the
+    /// connection is closed after the answer.
+    RequestTimeout(String),
     /// `503 unavailable`, with `Retry-After`.
     Unavailable(String),
     /// `307 not_leader`: another node leads the subscription, and serves this
@@ -140,6 +143,11 @@ impl ApiError {
                 "unsupported_media_type",
                 message.clone(),
             ),
+            ApiError::RequestTimeout(message) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                message.clone(),
+            ),
             ApiError::Unavailable(message) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
@@ -193,6 +201,12 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // The rest of the body is not read: the connection cannot go on.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if let Some(location) = location {
             response.headers_mut().insert(header::LOCATION, location);

@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request};
 use axum::http::{header, request::Parts};
-use futures::StreamExt;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
@@ -38,54 +36,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     }
 }
 
-/// How much of an oversized body is read and thrown away before answering
-/// `413`, as a multiple of the limit. Answering while the client is still
-/// sending would make the kernel reset the connection, and the client would
-/// see a dropped connection instead of the `413`; past this much, it does.
-const DRAIN_FACTOR: usize = 4;
-
-/// Reads the whole body, at most `limit` bytes of it; over that, `413`.
-async fn read_body(req: Request, limit: usize) -> Result<Vec<u8>, ApiError> {
-    let too_large = || ApiError::PayloadTooLarge {
-        message: format!(
-            "the request body is over the size limit of {limit} bytes (--max-body-bytes)"
-        ),
-        field: None,
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    let expects_continue = req
-        .headers()
-        .get(header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if declared.is_some_and(|n| n > limit) && expects_continue {
-        // The client waits for our go-ahead: refuse before it sends anything.
-        return Err(too_large());
-    }
-    let mut body = Body::into_data_stream(req.into_body());
-    let mut bytes = Vec::with_capacity(declared.unwrap_or(0).min(limit));
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|e| ApiError::InvalidRequest {
-            message: format!("could not read the request body: {e}"),
+/// The body, already read by `http::intake` (for `POST`, `PUT` and
+/// `PATCH`) under the size, time and memory limits; any other method's
+/// body is read here under the size limit.
+async fn read_body(req: Request, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge {
+            message: format!(
+                "the request body is over the size limit of {limit} bytes (--max-body-bytes)"
+            ),
             field: None,
-        })?;
-        if bytes.len() + chunk.len() > limit {
-            let mut drained = bytes.len() + chunk.len();
-            drop(bytes);
-            while drained <= limit.saturating_mul(DRAIN_FACTOR) {
-                match body.next().await {
-                    Some(Ok(chunk)) => drained += chunk.len(),
-                    _ => break,
-                }
-            }
-            return Err(too_large());
-        }
-        bytes.extend_from_slice(&chunk);
-    }
-    Ok(bytes)
+        })
 }
 
 /// Parses `bytes` as `T`, or a `400` naming the field and the place.

@@ -4,8 +4,10 @@
 
 pub mod all;
 pub mod cluster;
+pub mod connection;
 pub mod error;
 pub mod extract;
+mod intake;
 pub mod json;
 pub mod openapi;
 pub mod ops;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Kibibytes of request bodies that may be held in memory at once.
     pub body_budget: Arc<Semaphore>,
+    /// Connection and body timeouts.
+    pub timeouts: crate::config::Timeouts,
     /// The Prometheus recorder's handle.
     pub metrics: PrometheusHandle,
     /// The node's live feed.
@@ -92,7 +96,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(ops::Document(Arc::new(document))))
-        .layer(middleware::from_fn_with_state(state.clone(), body_budget))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            intake::intake,
+        ))
         .layer(middleware::from_fn_with_state(state.clone(), database_gate))
         .layer(middleware::from_fn(record_request))
         .layer(CatchPanicLayer::custom(panic_response))
@@ -139,32 +146,6 @@ async fn database_gate(State(state): State<AppState>, request: Request, next: Ne
         .into_response(),
         _ => next.run(request).await,
     }
-}
-
-/// Holds a request with a body until the in-flight body budget has room for
-/// it, so that many large concurrent uploads cannot exhaust memory: they wait
-/// their turn instead.
-async fn body_budget(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if !matches!(
-        *request.method(),
-        Method::POST | Method::PUT | Method::PATCH
-    ) {
-        return next.run(request).await;
-    }
-    let declared = request
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok());
-    // Without a length (chunked), reserve the most a body may be.
-    let bytes = declared
-        .unwrap_or(state.limits.max_body_bytes)
-        .min(state.limits.max_body_bytes);
-    let kib = (bytes / 1024 + 1) as u32;
-    let Ok(_permit) = state.body_budget.acquire_many(kib).await else {
-        return ApiError::Unavailable("the server is shutting down".into()).into_response();
-    };
-    next.run(request).await
 }
 
 /// Counts requests and their latency by route and status.

@@ -97,6 +97,7 @@ mod tests {
             appender: Appender::start(pool.clone(), 1, Arc::new(|_| {})),
             limits: Limits::default(),
             body_budget: Arc::new(Semaphore::new(1)),
+            timeouts: crate::config::Timeouts::default(),
             metrics: PrometheusBuilder::new().build_recorder().handle(),
             subscriptions: crate::subscriptions::Subscriptions::new(pool.clone(), live.clone()),
             leases: strata_pg::lease::Leases::new(

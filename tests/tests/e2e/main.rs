@@ -11,6 +11,8 @@ mod cluster;
 mod delete;
 /// `strata dev`: the embedded PostgreSQL.
 mod dev;
+/// Connection limits: stalled uploads, slow headers, idle connections.
+mod limits;
 /// Per-stream linearizability under concurrent writers.
 mod linearizability;
 /// Live subscriptions over Server-Sent Events.
