@@ -137,6 +137,10 @@ pub struct NodeArgs {
     /// How often the live feed looks for new events without being notified, in milliseconds.
     #[arg(long, env = "STRATA_LIVE_POLL_MS", default_value_t = 1_000)]
     pub live_poll_ms: u64,
+    /// Bytes of new events held in memory for live subscribers that have not read them
+    /// yet; one that falls further behind reads from the database instead.
+    #[arg(long, env = "STRATA_LIVE_BUFFER_BYTES", default_value_t = 64 << 20)]
+    pub live_buffer_bytes: usize,
     /// Origins whose browser pages may call this API (CORS), comma-separated;
     /// `*` for any. None by default.
     #[arg(long, env = "STRATA_CORS_ORIGINS", value_delimiter = ',')]
@@ -186,6 +190,8 @@ pub struct NodeConfig {
     pub sse_keepalive: Duration,
     /// Safety-net poll interval of the live feed.
     pub live_poll: Duration,
+    /// Bytes of events held for live subscribers.
+    pub live_buffer_bytes: usize,
     /// Browser origins allowed to call the API (`*`: any).
     pub cors_origins: Vec<String>,
     /// How long a client may take over its headers, its body, and between
@@ -334,6 +340,15 @@ impl NodeArgs {
                 message: format!("{} is out of range 10..=3600000", self.live_poll_ms),
             });
         }
+        if !((1 << 20)..=(16 << 30)).contains(&self.live_buffer_bytes) {
+            return Err(ConfigError::Invalid {
+                flag: "--live-buffer-bytes",
+                message: format!(
+                    "{} is out of range 1048576..=17179869184 (1 MiB to 16 GiB)",
+                    self.live_buffer_bytes
+                ),
+            });
+        }
         let millis = |flag: &'static str, value: u64| {
             if (100..=3_600_000).contains(&value) {
                 Ok(Duration::from_millis(value))
@@ -366,6 +381,7 @@ impl NodeArgs {
             cors_origins: self.cors_origins.clone(),
             sse_keepalive: Duration::from_millis(self.sse_keepalive_ms),
             live_poll: Duration::from_millis(self.live_poll_ms),
+            live_buffer_bytes: self.live_buffer_bytes,
             listen,
             node_id,
             advertised_url,

@@ -100,6 +100,7 @@ impl Application {
             notifications.clone(),
             LiveOptions {
                 poll_interval: config.live_poll,
+                buffer_bytes: config.live_buffer_bytes,
             },
             shutdown_rx.clone(),
         );

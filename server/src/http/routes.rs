@@ -88,6 +88,7 @@ mod tests {
             notifications,
             LiveOptions {
                 poll_interval: Duration::from_secs(60),
+                buffer_bytes: 1 << 20,
             },
             shutdown.clone(),
         );

@@ -241,6 +241,11 @@ pub async fn delete_stream(
     store::delete_stream(&state.pool, &stream, expected, hard)
         .await
         .map_err(|e| ApiError::from_delete(e, &stream))?;
+    if hard {
+        // Erased means erased for live subscribers too: copies this node
+        // holds for them go now.
+        state.live.erase(&stream);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

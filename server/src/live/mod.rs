@@ -9,12 +9,17 @@
 //! on the number of subscribers; with none at all it reads nothing, and skips
 //! to the head when the first one comes.
 //!
+//! The fan-out ([`ring`]) is bounded in bytes (`--live-buffer-bytes`), not in
+//! batches: a subscriber that stops reading holds no more than that budget,
+//! and is sent back to paging from the database when it falls behind it.
+//!
 //! Batches cover contiguous ranges of positions (`start..=end`, holes
 //! included), so a subscriber that sees a batch starting after the position it
 //! expects knows it missed something (it subscribed late or lagged) and pages
 //! the gap from the database on its own before going on.
 
 mod event;
+mod ring;
 mod tail;
 
 use std::sync::Arc;
@@ -22,20 +27,21 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::{Notify, broadcast, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::notifications::Notifications;
 pub use event::{Batch, LiveEvent, frame};
-
-/// Batches kept for slow subscribers; one that falls further behind pages
-/// from the database instead.
-const BROADCAST_CAPACITY: usize = 256;
+use ring::Ring;
+pub use ring::{Receiver, RecvError};
 
 /// Settings of the live feed.
 #[derive(Debug, Clone, Copy)]
 pub struct LiveOptions {
     /// How often the tail looks for new events without being woken.
     pub poll_interval: Duration,
+    /// Bytes of batches held for subscribers that have not read them yet;
+    /// one further behind pages from the database instead.
+    pub buffer_bytes: usize,
 }
 
 /// The node's live feed. Cheap to clone.
@@ -45,7 +51,7 @@ pub struct Live {
 }
 
 struct Inner {
-    sender: broadcast::Sender<Arc<Batch>>,
+    ring: Arc<Ring>,
     /// Woken by this node's commits.
     wake: Notify,
     /// Other nodes' commits.
@@ -64,22 +70,34 @@ impl Live {
         options: LiveOptions,
         shutdown: watch::Receiver<bool>,
     ) -> Live {
-        let (sender, _) = broadcast::channel(BROADCAST_CAPACITY);
         let live = Live {
             inner: Arc::new(Inner {
-                sender,
+                ring: Arc::new(Ring::new(options.buffer_bytes)),
                 wake: Notify::new(),
                 notifications,
                 known_head: AtomicI64::new(0),
             }),
         };
-        tokio::spawn(tail::run(live.clone(), pool, options, shutdown));
+        let ring = Arc::clone(&live.inner.ring);
+        let tail = tail::run(live.clone(), pool, options, shutdown);
+        tokio::spawn(async move {
+            tail.await;
+            // The feed ends with the tail: subscribers stop waiting.
+            ring.close();
+        });
         live
     }
 
     /// A receiver of every batch broadcast from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Batch>> {
-        self.inner.sender.subscribe()
+    pub fn subscribe(&self) -> Receiver {
+        self.inner.ring.subscribe()
+    }
+
+    /// `stream` was hard-deleted: its events still held for subscribers
+    /// that have not read them are dropped, so none is handed out after the
+    /// delete.
+    pub fn erase(&self, stream: &str) {
+        self.inner.ring.erase(stream);
     }
 
     /// This node committed events up to `last_position`: wake the tail now.

@@ -13,8 +13,14 @@ use tokio::sync::watch;
 use super::{Batch, Live, LiveEvent, LiveOptions};
 use crate::store::{self, AllFilter};
 
-/// Events the tail reads per query.
+/// Most events the tail reads per query.
 const TAIL_PAGE: i64 = 512;
+/// Events it reads per query at first, and after a page of large events.
+const FIRST_PAGE: i64 = 64;
+/// A batch holds at most this share of the live buffer (`--live-buffer-bytes`),
+/// so that the buffer lets go of old events a batch at a time and a slow
+/// receiver holds one small batch at most.
+const BATCH_SHARE: usize = 16;
 
 /// Where the tail stands.
 struct Cursor {
@@ -24,6 +30,20 @@ struct Cursor {
     /// found nothing but moved `next` past holes up to the head, so that the
     /// next batch says it covers that stretch too.
     broadcast_from: i64,
+    /// Events to read per query: fewer when events are large, so that one
+    /// page stays within a share of the live buffer too.
+    page: i64,
+}
+
+/// The page size after a page of `events` that held `bytes`: about an
+/// eighth of the live buffer's worth of events like these (unchanged after
+/// an empty page).
+fn next_page(current: i64, bytes: usize, events: usize, buffer_bytes: usize) -> i64 {
+    if events == 0 {
+        return current;
+    }
+    let per_event = (bytes / events).max(1);
+    ((buffer_bytes / 8 / per_event) as i64).clamp(1, TAIL_PAGE)
 }
 
 /// Runs the tail until `shutdown`.
@@ -47,6 +67,7 @@ pub(super) async fn run(
     let mut cursor = Cursor {
         next: head + 1,
         broadcast_from: head + 1,
+        page: FIRST_PAGE,
     };
     let others = live.inner.notifications.events_wake();
     loop {
@@ -64,10 +85,10 @@ pub(super) async fn run(
         // committed before a subscriber that comes after the look could
         // start its catch-up, so that subscriber reads it from the database.
         let known = live.known_head();
-        if live.inner.sender.receiver_count() == 0 {
+        if live.inner.ring.receiver_count() == 0 {
             skip(&live, &pool, &mut cursor, known, polled).await;
         } else {
-            read(&live, &pool, &mut cursor).await;
+            read(&live, &pool, &mut cursor, options.buffer_bytes).await;
         }
     }
 }
@@ -90,8 +111,9 @@ async fn skip(live: &Live, pool: &PgPool, cursor: &mut Cursor, known: i64, polle
     }
 }
 
-/// Reads from the cursor to the head, broadcasting each page.
-async fn read(live: &Live, pool: &PgPool, cursor: &mut Cursor) {
+/// Reads from the cursor to the head, broadcasting each page in batches of
+/// at most a share of the live buffer.
+async fn read(live: &Live, pool: &PgPool, cursor: &mut Cursor, buffer_bytes: usize) {
     let everything = AllFilter::default();
     loop {
         metrics::counter!("strata_live_tail_queries_total").increment(1);
@@ -99,7 +121,7 @@ async fn read(live: &Live, pool: &PgPool, cursor: &mut Cursor) {
             pool,
             Some(cursor.next),
             Direction::Forward,
-            TAIL_PAGE,
+            cursor.page,
             &everything,
         )
         .await
@@ -113,18 +135,35 @@ async fn read(live: &Live, pool: &PgPool, cursor: &mut Cursor) {
             }
         };
         let next = page.next.unwrap_or(cursor.next);
-        let full = page.events.len() as i64 >= TAIL_PAGE;
+        let full = page.events.len() as i64 >= cursor.page;
+        let mut read_bytes = 0;
         if !page.events.is_empty() {
-            let batch = Batch {
-                start: cursor.broadcast_from,
-                end: next - 1,
-                events: page.events.iter().map(LiveEvent::new).collect(),
-            };
-            metrics::counter!("strata_live_events_total").increment(batch.events.len() as u64);
-            // No receiver is fine: nobody is subscribed.
-            let _ = live.inner.sender.send(Arc::new(batch));
-            cursor.broadcast_from = next;
+            let mut events = Vec::new();
+            let mut bytes = 0;
+            let count = page.events.len();
+            for (i, stored) in page.events.iter().enumerate() {
+                let event = LiveEvent::new(stored);
+                bytes += event.bytes();
+                events.push(event);
+                let last = i + 1 == count;
+                if last || bytes >= buffer_bytes / BATCH_SHARE {
+                    // Contiguous ranges: this batch ends where the next begins.
+                    let end = if last { next - 1 } else { stored.position };
+                    let batch = Batch {
+                        start: cursor.broadcast_from,
+                        end,
+                        events: std::mem::take(&mut events),
+                    };
+                    metrics::counter!("strata_live_events_total")
+                        .increment(batch.events.len() as u64);
+                    live.inner.ring.send(Arc::new(batch));
+                    cursor.broadcast_from = end + 1;
+                    read_bytes += bytes;
+                    bytes = 0;
+                }
+            }
         }
+        cursor.page = next_page(cursor.page, read_bytes, page.events.len(), buffer_bytes);
         cursor.next = next;
         if !full {
             return;

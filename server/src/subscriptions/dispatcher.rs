@@ -23,11 +23,11 @@ use sqlx::PgPool;
 use strata_core::Direction;
 use strata_core::subscription::{NackAction, Source};
 use strata_pg::lease::Fence;
-use tokio::sync::{broadcast, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::frame::frame;
 use super::ledger::{ConsumerId, Ledger};
-use crate::live::Live;
+use crate::live::{Live, RecvError};
 use crate::store::subscriptions::{self as db, Replay, SubscriptionRow};
 use crate::store::{self, AllFilter};
 
@@ -191,8 +191,8 @@ pub async fn run(
             },
             batch = feed.recv() => match batch {
                 Ok(batch) => if batch.end >= d.ledger.cursor() { d.need_read = true },
-                Err(broadcast::error::RecvError::Lagged(_)) => d.need_read = true,
-                Err(broadcast::error::RecvError::Closed) => return d.exit(Exit::Stopped),
+                Err(RecvError::Lagged(_)) => d.need_read = true,
+                Err(RecvError::Closed) => return d.exit(Exit::Stopped),
             },
             _ = tokio::time::sleep_until(wake_at.into()) => d.expire(),
             _ = prune.tick() => d.prune_consumers(),

@@ -580,3 +580,103 @@ async fn caught_up_never_names_a_position_beyond_the_head() {
         );
     }
 }
+
+/// The resident memory of process `pid`, in bytes.
+fn rss(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kib * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_pins_no_more_than_the_live_buffer() {
+    let db = TestDatabase::create().await;
+    let node = NodeBuilder::new(db.url())
+        .args(["--live-buffer-bytes", "8388608"])
+        .start()
+        .await;
+    let api = node.api();
+    api.append("warm-1", json!("any"), events("E", 1)).await;
+    // Subscribed, then never read while ~190 MB of events are appended (the
+    // broadcast used to hold 256 batches of any size: all of it, twice).
+    let mut stalled = Sse::connect(&format!("{}/all/subscribe?from=end", api.base()), None).await;
+    let before = rss(node.pid());
+    let payload = "x".repeat(200_000);
+    let appends = 120;
+    let mut peak = before;
+    for i in 0..appends {
+        let batch: Vec<_> = (0..8)
+            .map(|j| json!({"type": "Big", "data": {"i": i, "j": j, "pad": payload}}))
+            .collect();
+        let r = api
+            .append(&format!("big-{}", i % 4), json!("any"), json!(batch))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+        peak = peak.max(rss(node.pid()));
+    }
+    let grown = peak.saturating_sub(before);
+    assert!(
+        grown < 120 << 20,
+        "the node grew by {} MiB with one stalled subscriber (live buffer 8 MiB)",
+        grown >> 20
+    );
+    // Once it reads again it gets every event, in order (the ones the
+    // buffer let go of from the database).
+    let total = appends * 8;
+    let mut expected = 2u64;
+    while expected < 2 + total as u64 {
+        let (id, event, _) = stalled.next_event(T).await.expect("the stream goes on");
+        if event.as_deref() == Some("caught-up") {
+            continue;
+        }
+        let id: u64 = id.expect("an id").parse().unwrap();
+        assert_eq!(id, expected, "no gap, no duplicate");
+        expected += 1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_erased_by_a_hard_delete_are_not_handed_out_from_the_live_buffer() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    api.append("warm-1", json!("any"), events("E", 1)).await;
+    let mut slow = Sse::connect(&format!("{}/all/subscribe?from=end", api.base()), None).await;
+    let mut fast = Sse::connect(&format!("{}/all/subscribe?from=end", api.base()), None).await;
+    // ~24 MB the slow reader has not read fill the sockets' buffers, so
+    // what comes after waits in the node's live buffer.
+    let payload = "f".repeat(100_000);
+    for i in 0..30 {
+        let batch: Vec<_> = (0..8)
+            .map(|j| json!({"type": "Filler", "data": {"i": i, "j": j, "pad": payload}}))
+            .collect();
+        api.append("filler-1", json!("any"), json!(batch)).await;
+    }
+    let secret = api.append("hd-1", json!("any"), events("Secret", 3)).await;
+    assert_eq!(secret.status, StatusCode::CREATED);
+    api.append("after-1", json!("any"), events("After", 1))
+        .await;
+    // A reader that keeps up has had them: they are in the node's buffer.
+    loop {
+        let (_, _, json) = fast.next_event(T).await.expect("the stream goes on");
+        if json["stream"] == "after-1" {
+            break;
+        }
+    }
+    let deleted = api.delete("/streams/hd-1?hard=true").await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{:?}", deleted.body);
+    // Now read everything: the filler, `after-1`, and nothing of hd-1.
+    loop {
+        let (_, event, json) = slow.next_event(T).await.expect("the stream goes on");
+        if event.as_deref() == Some("caught-up") {
+            continue;
+        }
+        assert_ne!(json["stream"], "hd-1", "an erased event was handed out");
+        if json["stream"] == "after-1" {
+            break;
+        }
+    }
+}

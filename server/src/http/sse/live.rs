@@ -11,7 +11,7 @@ use axum::response::Response;
 use futures::Stream;
 use sqlx::PgPool;
 use strata_core::Direction;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 
 use crate::http::AppState;
 use crate::http::all::filter_params;
@@ -19,7 +19,7 @@ use crate::http::error::ApiError;
 use crate::http::extract::{Params, PathName};
 use crate::http::sse::{self, KeepAlive};
 use crate::http::streams::stream_name;
-use crate::live::{Batch, LiveEvent, frame};
+use crate::live::{Batch, LiveEvent, Receiver, RecvError, frame};
 use crate::store::{self, AllFilter, StoredEvent};
 
 /// Events read per catch-up query.
@@ -93,7 +93,7 @@ enum Wake {
 }
 
 async fn next_wake(
-    rx: &mut broadcast::Receiver<Arc<Batch>>,
+    rx: &mut Receiver,
     shutdown: &mut watch::Receiver<bool>,
     keepalive: KeepAlive,
 ) -> Wake {
@@ -103,8 +103,8 @@ async fn next_wake(
     tokio::select! {
         received = rx.recv() => match received {
             Ok(batch) => Wake::Batch(batch),
-            Err(broadcast::error::RecvError::Lagged(_)) => Wake::Lagged,
-            Err(broadcast::error::RecvError::Closed) => Wake::Stop,
+            Err(RecvError::Lagged(_)) => Wake::Lagged,
+            Err(RecvError::Closed) => Wake::Stop,
         },
         _ = keepalive.idle() => Wake::Idle,
         _ = shutdown.changed() => Wake::Stop,
@@ -154,7 +154,7 @@ pub async fn subscribe_all(
 
 fn follow_all(
     pool: PgPool,
-    mut rx: broadcast::Receiver<Arc<Batch>>,
+    mut rx: Receiver,
     mut next: i64,
     filter: AllFilter,
     keepalive: KeepAlive,
@@ -285,7 +285,7 @@ pub async fn subscribe_stream(
 
 fn follow_stream(
     pool: PgPool,
-    mut rx: broadcast::Receiver<Arc<Batch>>,
+    mut rx: Receiver,
     stream: String,
     mut next_version: i64,
     keepalive: KeepAlive,
@@ -352,5 +352,5 @@ fn follow_stream(
 }
 
 fn stream_frame(event: &LiveEvent) -> Bytes {
-    frame(event.version, &event.json)
+    frame(event.version, &event.json())
 }
