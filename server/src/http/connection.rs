@@ -123,6 +123,7 @@ fn serve_connection(
     let io = TokioIo::new(Watched {
         inner: stream,
         activity: Arc::clone(&activity),
+        replacing: None,
     });
     let connection = hyper::server::conn::http1::Builder::new()
         // The watchdog keeps the header timeout (see the module's docs).
@@ -280,6 +281,81 @@ impl HttpBody for Tracked {
 struct Watched {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// hyper's own answer to a request it could not parse, being replaced
+    /// by the contract's JSON error (see [`hyper_error`]).
+    replacing: Option<Replacement>,
+}
+
+/// The JSON answer written instead of hyper's bodiless one.
+struct Replacement {
+    bytes: Vec<u8>,
+    written: usize,
+}
+
+/// When hyper cannot parse a request (a raw space in the path, two
+/// `Content-Length`s, headers too large) it answers by itself, before any
+/// handler runs, with an empty body: the status of that answer, so that it
+/// can be sent with the contract's JSON error instead. Recognised as an
+/// error status written while a request's head is being read (no handler
+/// was called for it) and without a `Content-Type` (every answer of ours
+/// has one).
+fn hyper_error(activity: &Activity, buf: &[u8]) -> Option<u16> {
+    if activity.head_since.load(Ordering::Acquire) == 0 || !buf.starts_with(b"HTTP/1.1 ") {
+        return None;
+    }
+    let status: u16 = std::str::from_utf8(buf.get(9..12)?).ok()?.parse().ok()?;
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    ((400..600).contains(&status) && !head.contains("\r\ncontent-type:")).then_some(status)
+}
+
+/// The whole answer for a request hyper refused with `status`.
+fn json_error(status: u16) -> Vec<u8> {
+    let (reason, message) = match status {
+        431 => (
+            "Request Header Fields Too Large",
+            "the request's headers are too large",
+        ),
+        505 => (
+            "HTTP Version Not Supported",
+            "only HTTP/1.1 and HTTP/1.0 are served",
+        ),
+        _ => (
+            "Bad Request",
+            "the request is not valid HTTP/1.1 (a space or control character in the path, \
+             two Content-Length headers, a malformed header line or chunk size); \
+             the connection is closed",
+        ),
+    };
+    let body = serde_json::json!({"error": "invalid_request", "message": message}).to_string();
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+impl Watched {
+    /// Writes the replacement of hyper's answer; `Ready(Ok(()))` when all
+    /// of it is out.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let Some(replacement) = self.replacing.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while replacement.written < replacement.bytes.len() {
+            let rest = &replacement.bytes[replacement.written..];
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => replacement.written += n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
 }
 
 impl AsyncRead for Watched {
@@ -307,6 +383,19 @@ impl AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.replacing.is_none()
+            && let Some(status) = hyper_error(&this.activity, buf)
+        {
+            this.replacing = Some(Replacement {
+                bytes: json_error(status),
+                written: 0,
+            });
+        }
+        if this.replacing.is_some() {
+            // hyper closes the connection after such an answer: what it
+            // writes is taken as written once the replacement is out.
+            return this.poll_replacement(cx).map_ok(|()| buf.len());
+        }
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0
@@ -322,6 +411,19 @@ impl AsyncWrite for Watched {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let this = self.get_mut();
+        if this.replacing.is_none()
+            && let Some(first) = bufs.iter().find(|b| !b.is_empty())
+            && let Some(status) = hyper_error(&this.activity, first)
+        {
+            this.replacing = Some(Replacement {
+                bytes: json_error(status),
+                written: 0,
+            });
+        }
+        if this.replacing.is_some() {
+            let total = bufs.iter().map(|b| b.len()).sum();
+            return this.poll_replacement(cx).map_ok(|()| total);
+        }
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled
             && n > 0

@@ -170,3 +170,37 @@ async fn slow_headers_are_cut_off_but_idle_connections_wait_for_the_idle_timeout
         }
     }
 }
+
+#[tokio::test]
+async fn requests_hyper_cannot_parse_get_the_json_error_too() {
+    let db = TestDatabase::create().await;
+    let node = StrataNode::start(db.url()).await;
+    for request in [
+        "GET /streams/a b HTTP/1.1\r\nHost: strata\r\n\r\n".to_owned(),
+        "POST /streams/x-1 HTTP/1.1\r\nHost: strata\r\nContent-Type: application/json\r\n\
+         Content-Length: 2\r\nContent-Length: 3\r\n\r\n{}"
+            .to_owned(),
+        format!(
+            "GET /health/live HTTP/1.1\r\nHost: strata\r\nX-Big: {}\r\n\r\n",
+            "b".repeat(1 << 20)
+        ),
+    ] {
+        let mut socket = TcpStream::connect(node.addr()).await.unwrap();
+        let _ = socket.write_all(request.as_bytes()).await;
+        let answer = read_to_close(&mut socket, Duration::from_secs(20))
+            .await
+            .expect("the node answers and closes");
+        let shown = &request[..request.len().min(60)];
+        assert!(answer.starts_with("HTTP/1.1 4"), "{shown:?} → {answer}");
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{shown:?} → {answer}"
+        );
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_str(body)
+            .unwrap_or_else(|e| panic!("{shown:?} → not JSON ({e}): {answer}"));
+        assert_eq!(body["error"], "invalid_request", "{answer}");
+    }
+}
