@@ -1,6 +1,7 @@
 //! The command line: `strata serve | dev | migrate`, every flag with a
 //! `STRATA_…` environment twin, validated before anything starts.
 
+pub use crate::http::subscriptions::proxy::FollowerCalls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -137,6 +138,10 @@ pub struct NodeArgs {
     /// How often the live feed looks for new events without being notified, in milliseconds.
     #[arg(long, env = "STRATA_LIVE_POLL_MS", default_value_t = 1_000)]
     pub live_poll_ms: u64,
+    /// What this node does with consume, ack, nack, reset and parked calls for a
+    /// subscription another node leads: pass them on (proxy) or answer 307 (redirect).
+    #[arg(long, env = "STRATA_FOLLOWER_CALLS", value_enum, default_value_t = FollowerCalls::Proxy)]
+    pub follower_calls: FollowerCalls,
     /// Bytes of new events held in memory for live subscribers that have not read them
     /// yet; one that falls further behind reads from the database instead.
     #[arg(long, env = "STRATA_LIVE_BUFFER_BYTES", default_value_t = 64 << 20)]
@@ -192,6 +197,8 @@ pub struct NodeConfig {
     pub live_poll: Duration,
     /// Bytes of events held for live subscribers.
     pub live_buffer_bytes: usize,
+    /// Leader-only calls for subscriptions another node leads: proxy or 307.
+    pub follower_calls: FollowerCalls,
     /// Browser origins allowed to call the API (`*`: any).
     pub cors_origins: Vec<String>,
     /// How long a client may take over its headers, its body, and between
@@ -382,6 +389,7 @@ impl NodeArgs {
             sse_keepalive: Duration::from_millis(self.sse_keepalive_ms),
             live_poll: Duration::from_millis(self.live_poll_ms),
             live_buffer_bytes: self.live_buffer_bytes,
+            follower_calls: self.follower_calls,
             listen,
             node_id,
             advertised_url,

@@ -129,6 +129,8 @@ impl Application {
             leases,
             node_id: config.node_id.clone(),
             database: DatabaseHealth::start(&pool, shutdown_rx.clone()),
+            follower_calls: config.follower_calls,
+            forwarder: http::subscriptions::proxy::client(),
             shutdown: shutdown_rx,
         };
         Application {

@@ -67,6 +67,11 @@ pub struct AppState {
     pub node_id: String,
     /// Whether the database answers (probed ahead of requests).
     pub database: crate::health::DatabaseHealth,
+    /// What this node does with leader-only calls for subscriptions another
+    /// node leads.
+    pub follower_calls: subscriptions::proxy::FollowerCalls,
+    /// The HTTP client that passes such calls on.
+    pub forwarder: reqwest::Client,
 }
 
 /// Cross-origin access for browser pages (an `EventSource` on another
@@ -96,6 +101,10 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Extension(ops::Document(Arc::new(document))))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            subscriptions::proxy::forward,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             intake::intake,

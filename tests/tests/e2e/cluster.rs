@@ -15,6 +15,16 @@ use crate::subscriptions::{ack, create, delivery, status};
 const TTL_MS: u64 = 2000;
 
 async fn nodes(db: &TestDatabase, count: usize, ttl_ms: u64) -> Vec<StrataNode> {
+    nodes_with(db, count, ttl_ms, &[]).await
+}
+
+/// `count` nodes `n0`, `n1`, … with `extra` flags.
+async fn nodes_with(
+    db: &TestDatabase,
+    count: usize,
+    ttl_ms: u64,
+    extra: &[&str],
+) -> Vec<StrataNode> {
     let mut nodes = Vec::new();
     for i in 0..count {
         nodes.push(
@@ -25,6 +35,7 @@ async fn nodes(db: &TestDatabase, count: usize, ttl_ms: u64) -> Vec<StrataNode> 
                     "--lease-ttl-ms",
                     &ttl_ms.to_string(),
                 ])
+                .args(extra.iter().copied())
                 .start()
                 .await,
         );
@@ -90,9 +101,9 @@ async fn the_cluster_view_shows_nodes_and_leases() {
 }
 
 #[tokio::test]
-async fn followers_send_consumers_and_acks_to_the_leader() {
+async fn with_follower_calls_redirect_followers_send_consumers_and_acks_to_the_leader() {
     let db = TestDatabase::create().await;
-    let nodes = nodes(&db, 2, TTL_MS).await;
+    let nodes = nodes_with(&db, 2, TTL_MS, &["--follower-calls", "redirect"]).await;
     create(
         &nodes[0].api(),
         "routed",
@@ -135,6 +146,77 @@ async fn followers_send_consumers_and_acks_to_the_leader() {
         StatusCode::NO_CONTENT,
         "acks follow the redirect"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reaches_one_node_consumes_every_subscription() {
+    let db = TestDatabase::create().await;
+    let nodes = nodes(&db, 2, TTL_MS).await;
+    // Enough subscriptions that the other node leads some.
+    let names: Vec<String> = (0..8).map(|i| format!("reach-{i}")).collect();
+    for name in &names {
+        create(
+            &nodes[0].api(),
+            name,
+            json!({"source": {"all": true}, "partition_by": "none"}),
+        )
+        .await;
+    }
+    let mut led_by_n1 = 0;
+    for name in &names {
+        if wait_for_leader(&nodes[0].api(), name).await == "n1" {
+            led_by_n1 += 1;
+        }
+    }
+    assert!(led_by_n1 > 0, "n1 leads none of 8 subscriptions");
+    nodes[0]
+        .api()
+        .append("reach-1", json!("any"), events("E", 2))
+        .await;
+    // This client can reach n0 only: it must never be sent elsewhere.
+    let only_n0 = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for name in &names {
+        let mut sse = Sse::connect(
+            &format!("{}/subscriptions/{name}/consume", nodes[0].url()),
+            None,
+        )
+        .await;
+        assert_eq!(sse.status, StatusCode::OK, "{name}");
+        for _ in 0..2 {
+            let (position, _) = delivery(&mut sse, Duration::from_secs(10))
+                .await
+                .unwrap_or_else(|| panic!("{name}: a delivery through n0"));
+            let acked = only_n0
+                .post(format!("{}/subscriptions/{name}/ack", nodes[0].url()))
+                .json(&json!({"positions": [position]}))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                acked.status(),
+                StatusCode::NO_CONTENT,
+                "{name}: ack through n0"
+            );
+        }
+        let consume = only_n0
+            .get(format!("{}/subscriptions/{name}/consume", nodes[0].url()))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(consume.status(), StatusCode::TEMPORARY_REDIRECT, "{name}");
+    }
+    // Every ack landed: nothing is in flight or left anywhere.
+    for name in &names {
+        wait_until(
+            Duration::from_secs(10),
+            "the checkpoint to reach the head",
+            || async { status(&nodes[1].api(), name).await["checkpoint"] == 2 },
+        )
+        .await;
+    }
 }
 
 /// What the consumers of the failover test saw and acked.
@@ -312,7 +394,9 @@ async fn killing_the_leader_moves_delivery_to_another_node_and_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_leader_is_fenced_off_and_the_checkpoint_never_goes_back() {
     let db = TestDatabase::create().await;
-    let nodes = nodes(&db, 2, TTL_MS).await;
+    // Redirect, not proxy: the late ack below must meet the old leader
+    // itself, not be passed on to the new one (which would settle it).
+    let nodes = nodes_with(&db, 2, TTL_MS, &["--follower-calls", "redirect"]).await;
     let api = nodes[0].api();
     create(
         &api,

@@ -10,6 +10,7 @@
 pub mod delivery;
 mod leader;
 pub mod parked;
+pub mod proxy;
 
 use axum::extract::State;
 use axum::http::StatusCode;
