@@ -349,6 +349,95 @@ async fn read_metric(client: &reqwest::Client, base: &str, name: &str) -> anyhow
         .sum())
 }
 
+/// What the stalled-subscriber scenario measured.
+#[derive(Debug)]
+pub struct StalledMemory {
+    /// Appends made (8 events of 400 KB each).
+    pub appends: u64,
+    /// Mebibytes of event data appended.
+    pub appended_mib: f64,
+    /// The node's RSS with the subscriber connected, before the appends.
+    pub rss_before_mib: f64,
+    /// The highest RSS seen during the appends.
+    pub rss_peak_mib: f64,
+    /// The RSS two seconds after the subscriber disconnected.
+    pub rss_after_mib: f64,
+}
+
+/// One client subscribes to `$all` from the end and never reads, while
+/// `bytes` of large events are appended (four writers); the node's RSS is
+/// sampled throughout.
+pub async fn stalled_subscriber(
+    base: &str,
+    node_pid: u32,
+    bytes: u64,
+) -> anyhow::Result<StalledMemory> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = url::Url::parse(base)?;
+    let addr = format!(
+        "{}:{}",
+        url.host_str().context("a host")?,
+        url.port_or_known_default().context("a port")?
+    );
+    let mut stalled = tokio::net::TcpStream::connect(addr).await?;
+    stalled
+        .write_all(b"GET /all/subscribe?from=end HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n")
+        .await?;
+    let mut head = [0u8; 12];
+    stalled.read_exact(&mut head).await?;
+    anyhow::ensure!(&head == b"HTTP/1.1 200", "the subscription was not served");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss_before = rss_mib(node_pid)?;
+    let payload = "m".repeat(400_000);
+    let body = serde_json::to_vec(&serde_json::json!({
+        "events": (0..8).map(|_| serde_json::json!({"type": "Big", "data": {"pad": payload}})).collect::<Vec<_>>()
+    }))?;
+    let appends = bytes.div_ceil(8 * 400_000);
+    let next = Arc::new(AtomicU64::new(0));
+    let peak = Arc::new(AtomicU64::new(rss_before as u64));
+    let client = reqwest::Client::new();
+    let mut writers = Vec::new();
+    for w in 0..4 {
+        let (client, next, peak, body) = (
+            client.clone(),
+            Arc::clone(&next),
+            Arc::clone(&peak),
+            body.clone(),
+        );
+        let url = format!("{base}/streams/stalled-{w}");
+        writers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::AcqRel) < appends {
+                let answer = client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?;
+                anyhow::ensure!(
+                    answer.status().is_success(),
+                    "an append answered {}",
+                    answer.status()
+                );
+                peak.fetch_max(rss_mib(node_pid)? as u64, Ordering::AcqRel);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    let rss_peak = peak.load(Ordering::Acquire) as f64;
+    drop(stalled);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Ok(StalledMemory {
+        appends,
+        appended_mib: (appends * 8 * 400_000) as f64 / (1 << 20) as f64,
+        rss_before_mib: rss_before,
+        rss_peak_mib: rss_peak,
+        rss_after_mib: rss_mib(node_pid)?,
+    })
+}
+
 /// Resident memory of a process, in MiB.
 fn rss_mib(pid: u32) -> anyhow::Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

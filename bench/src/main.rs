@@ -58,9 +58,12 @@ pub struct Options {
     /// Subscribers of the fan-out scenario.
     #[arg(long, default_value_t = 10_000)]
     pub subscribers: u64,
+    /// Mebibytes of events appended in the stalled-subscriber memory scenario.
+    #[arg(long, default_value_t = 1024)]
+    pub stalled_mib: u64,
     /// Scenarios to run (comma-separated): appends, batches, postgres-es, read,
-    /// live, fanout, subscription, failover, projection, aggregates.
-    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned(), "subscription".to_owned(), "failover".to_owned(), "projection".to_owned(), "aggregates".to_owned()])]
+    /// live, fanout, memory, subscription, failover, projection, aggregates.
+    #[arg(long, value_delimiter = ',', default_values_t = ["appends".to_owned(), "batches".to_owned(), "postgres-es".to_owned(), "read".to_owned(), "live".to_owned(), "fanout".to_owned(), "memory".to_owned(), "subscription".to_owned(), "failover".to_owned(), "projection".to_owned(), "aggregates".to_owned()])]
     pub only: Vec<String>,
 }
 

@@ -211,6 +211,21 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             fan.tail_queries_per_sec, fan.catch_up_queries_per_sec
         ));
     }
+    if options.runs("memory")
+        && let Some(pid) = node.pid()
+    {
+        eprintln!(
+            "memory: one stalled $all subscriber while {} MiB of events are appended ...",
+            options.stalled_mib
+        );
+        let m = live::stalled_subscriber(&node.url(), pid, options.stalled_mib << 20).await?;
+        notes.push(format!(
+                "memory: one SSE subscriber on `$all` that never reads while {:.0} MiB of events ({} appends of 8 × 400 KB) \
+                 were appended: node RSS {:.0} MiB before, peak {:.0} MiB, {:.0} MiB 2 s after the subscriber left \
+                 (--live-buffer-bytes 64 MiB, the default)",
+                m.appended_mib, m.appends, m.rss_before_mib, m.rss_peak_mib, m.rss_after_mib
+            ));
+    }
     if options.runs("subscription") {
         for round in 1..=options.rounds {
             eprintln!(
