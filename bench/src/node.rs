@@ -39,8 +39,16 @@ impl Node {
             .context("starting the Strata node")?;
         let stderr = child.stderr.take().expect("piped stderr");
         let (tx, rx) = mpsc::channel();
+        // The node's log, kept for when a scenario misbehaves.
+        let log_path = std::env::temp_dir().join(format!("strata-bench-node-{}.log", child.id()));
+        let mut log = std::fs::File::create(&log_path).ok();
+        eprintln!("node log: {}", log_path.display());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(log) = log.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(log, "{line}");
+                }
                 let addr = serde_json::from_str::<serde_json::Value>(&line)
                     .ok()
                     .filter(|v| v["fields"]["message"] == "strata is serving")

@@ -21,6 +21,7 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
+    crate::startup::tune_allocator();
     let cli = Cli::parse_from(args);
     let format = match &cli.command {
         Command::Serve(args) => args.node.log_format,

@@ -222,6 +222,25 @@ impl Application {
     }
 }
 
+/// Has glibc give large freed blocks back to the system.
+///
+/// glibc serves blocks above 128 KiB with `mmap` and unmaps them when freed
+/// — until the first such block is freed: then it raises that threshold
+/// (up to 32 MiB) and serves large blocks from its heaps, which keep freed
+/// memory. Event bodies, pages of large events and SSE frames are such
+/// blocks: after one burst of 400 KB events the node kept hundreds of MiB
+/// it no longer used. A fixed threshold keeps them mapped on their own and
+/// returned when freed.
+pub fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets allocator parameters; called once at
+    // startup before any thread is started.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};

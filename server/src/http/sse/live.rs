@@ -22,8 +22,29 @@ use crate::http::streams::stream_name;
 use crate::live::{Batch, LiveEvent, Receiver, RecvError, frame};
 use crate::store::{self, AllFilter, StoredEvent};
 
-/// Events read per catch-up query.
+/// Most events read per catch-up query.
 const CATCH_UP_PAGE: i64 = 500;
+/// Events read by the first catch-up query of a subscription.
+const FIRST_CATCH_UP_PAGE: i64 = 100;
+/// About how much a catch-up page may hold: a subscriber that stops reading
+/// holds its page, so pages of large events are shorter.
+const CATCH_UP_PAGE_BYTES: usize = 4 << 20;
+
+/// The next catch-up page size after a page of `events` holding `bytes`.
+fn next_page(current: i64, events: usize, bytes: usize) -> i64 {
+    if events == 0 {
+        return current;
+    }
+    let per_event = (bytes / events).max(1);
+    ((CATCH_UP_PAGE_BYTES / per_event) as i64).clamp(1, CATCH_UP_PAGE)
+}
+
+fn page_bytes(events: &[StoredEvent]) -> usize {
+    events
+        .iter()
+        .map(|e| e.data.len() + e.metadata.len() + 256)
+        .sum()
+}
 
 /// Where a subscription starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,13 +184,14 @@ fn follow_all(
     async_stream::stream! {
         let _open = Open::new();
         let mut live = false;
+        let mut page_size = FIRST_CATCH_UP_PAGE;
         loop {
             // Page from the database until the head: the catch-up, and
             // later any stretch the live feed did not bring us.
             let mut head;
             loop {
                 catch_up_query();
-                let page = match store::read_all(&pool, Some(next), Direction::Forward, CATCH_UP_PAGE, &filter).await {
+                let page = match store::read_all(&pool, Some(next), Direction::Forward, page_size, &filter).await {
                     Ok(page) => page,
                     Err(error) => {
                         tracing::warn!(error = %error, "subscription: catch-up read failed; retrying");
@@ -184,7 +206,9 @@ fn follow_all(
                 }
                 head = page.head;
                 next = page.next.unwrap_or(next);
-                if (page.events.len() as i64) < CATCH_UP_PAGE {
+                let full = page.events.len() as i64 >= page_size;
+                page_size = next_page(page_size, page.events.len(), page_bytes(&page.events));
+                if !full {
                     break;
                 }
             }
@@ -296,10 +320,11 @@ fn follow_stream(
         let mut live = false;
         // The live feed covers positions from here on.
         let mut next_position;
+        let mut page_size = FIRST_CATCH_UP_PAGE;
         loop {
             loop {
                 catch_up_query();
-                let page = match store::follow_stream(&pool, &stream, next_version, CATCH_UP_PAGE).await {
+                let page = match store::follow_stream(&pool, &stream, next_version, page_size).await {
                     Ok(page) => page,
                     Err(error) => {
                         tracing::warn!(error = %error, "subscription: catch-up read failed; retrying");
@@ -315,6 +340,7 @@ fn follow_stream(
                     yield Ok(frame(event.version, &json));
                     next_version = event.version + 1;
                 }
+                page_size = next_page(page_size, page.events.len(), page_bytes(&page.events));
                 next_position = page.head + 1;
                 if !page.more {
                     if !live {
