@@ -222,6 +222,11 @@ impl Leases {
     /// Takes every lease of `resources` that is free, released or expired;
     /// returns the fences of those taken (their epochs bumped).
     ///
+    /// A lease taken lasts the TTL from when its row is written, not from
+    /// when the statement began: had the statement waited for the row, a
+    /// lease computed before the wait would be expired already and the next
+    /// taker would take it again at once.
+    ///
     /// # Errors
     ///
     /// When the database fails.
@@ -239,7 +244,8 @@ impl Leases {
              SELECT r, $2, 1, clock_timestamp() + make_interval(secs => $3 / 1000.0) \
              FROM unnest($1::text[]) AS r ORDER BY r \
              ON CONFLICT (resource) DO UPDATE \
-                 SET owner = excluded.owner, epoch = l.epoch + 1, expires_at = excluded.expires_at \
+                 SET owner = excluded.owner, epoch = l.epoch + 1, \
+                     expires_at = clock_timestamp() + make_interval(secs => $3 / 1000.0) \
                  WHERE l.owner IS NULL OR l.expires_at < clock_timestamp() \
              RETURNING resource, epoch",
         )

@@ -269,3 +269,70 @@ async fn a_failing_projection_stops_as_failed_with_its_error_visible() {
     )
     .await;
 }
+
+/// The projection's lease row, straight from the database: (owner, epoch,
+/// whether it is unexpired).
+async fn lease(pool: &sqlx::PgPool) -> (Option<String>, i64, bool) {
+    sqlx::query_as(
+        "SELECT owner, epoch, expires_at > clock_timestamp() FROM leases \
+         WHERE resource = 'projection:account_balances'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Issue 10, item 10: a taker that waited for the lease row (locked by a
+/// holder stalled in its transaction) wrote an `expires_at` computed before
+/// the wait, so the lease it took was already expired and the next standby
+/// took it again at once (epoch +2, leadership flipping).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_taken_after_a_wait_for_its_row_is_taken_once() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    let flags = ["--lease-ttl-ms", "1000"];
+    let mut first = WorkerProcess::start(db.url(), "first", &flags);
+    wait_until(Duration::from_secs(20), "the first worker to lead", || async {
+        projection(&api).await["leader"] == "first"
+    })
+    .await;
+    let _standbys = [
+        WorkerProcess::start(db.url(), "second", &flags),
+        WorkerProcess::start(db.url(), "third", &flags),
+    ];
+    let pool = db.pool().await;
+    let (_, epoch, _) = lease(&pool).await;
+    // A stalled holder, as the fence holds the row: locked in share mode
+    // while the leader dies and its lease runs out.
+    let mut stalled = pool.begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM leases WHERE resource = 'projection:account_balances' FOR SHARE")
+        .execute(&mut *stalled)
+        .await
+        .unwrap();
+    first.kill();
+    wait_until(
+        Duration::from_secs(20),
+        "the lease to have been expired for a TTL",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT expires_at < clock_timestamp() - interval '1 s' FROM leases \
+                 WHERE resource = 'projection:account_balances'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    stalled.commit().await.unwrap();
+    wait_until(Duration::from_secs(20), "a standby to lead", || async {
+        matches!(lease(&pool).await, (Some(owner), _, true) if owner != "first")
+    })
+    .await;
+    let (owner, taken, _) = lease(&pool).await;
+    assert_eq!(
+        taken,
+        epoch + 1,
+        "the lease changed hands more than once after the wait (now {owner:?})"
+    );
+}
