@@ -7,8 +7,13 @@
 //! - Every write a leader makes is conditional on its [`Fence`]: the lease row
 //!   still has the leader's owner and epoch. A paused or cut-off ex-leader
 //!   therefore cannot write once someone else took over. The fence locks the
-//!   lease row in share mode, so a takeover waits for a fenced write in flight
-//!   and the write never lands after the takeover.
+//!   lease row in share mode, so no takeover commits while a fenced write is
+//!   in flight and the write never lands after the takeover.
+//! - A holder cannot keep that lock past its lease: PostgreSQL ends a fenced
+//!   transaction left idle for half the TTL (the holder paused, hung or cut
+//!   off from the network in the middle of it), which rolls it back and
+//!   frees the row, and a taker skips a row locked by a holder rather than
+//!   wait behind it. Failover takes the TTL whatever the old holder does.
 //! - All times are the database's clock; nodes' clocks never matter.
 //! - Nothing here uses session state (advisory locks, LISTEN): it works the
 //!   same through connection poolers in transaction mode.
@@ -106,7 +111,7 @@ fn score(node: &str, resource: &str) -> u64 {
 }
 
 /// Proof of leadership for conditional writes: the lease of `resource` held
-/// by `owner` in `epoch`.
+/// by `owner` in `epoch`. Made by [`Leases::acquire`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     /// The resource led.
@@ -115,11 +120,20 @@ pub struct Fence {
     pub owner: String,
     /// Its epoch.
     pub epoch: i64,
+    /// How long a fenced transaction may sit idle before PostgreSQL ends it.
+    idle_limit: Duration,
 }
 
 impl Fence {
     /// Checks, inside `tx`, that the lease is still ours, and locks it in
     /// share mode until `tx` ends so that no takeover can commit meanwhile.
+    ///
+    /// The lock must not outlive the lease when the holder stops in the
+    /// middle of `tx` (paused, hung, cut off from the network): `tx` also
+    /// gets an `idle_in_transaction_session_timeout` of half the lease TTL,
+    /// so PostgreSQL ends it (and rolls it back) when it waits that long for
+    /// the holder's next statement. Work between two statements of a fenced
+    /// transaction must therefore take less than that.
     ///
     /// # Errors
     ///
@@ -128,12 +142,16 @@ impl Fence {
         &self,
         tx: &mut sqlx::Transaction<'_, Postgres>,
     ) -> Result<bool, sqlx::Error> {
+        // One round trip: the setting is local to `tx`, like the lock.
         let held: Option<i64> = sqlx::query_scalar(
-            "SELECT epoch FROM leases WHERE resource = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+            "SELECT l.epoch FROM leases l, \
+                 set_config('idle_in_transaction_session_timeout', $4, true) \
+             WHERE l.resource = $1 AND l.owner = $2 AND l.epoch = $3 FOR SHARE OF l",
         )
         .bind(&self.resource)
         .bind(&self.owner)
         .bind(self.epoch)
+        .bind(self.idle_limit.as_millis().max(1).to_string())
         .fetch_optional(&mut **tx)
         .await?;
         Ok(held.is_some())
@@ -222,10 +240,14 @@ impl Leases {
     /// Takes every lease of `resources` that is free, released or expired;
     /// returns the fences of those taken (their epochs bumped).
     ///
-    /// A lease taken lasts the TTL from when its row is written, not from
-    /// when the statement began: had the statement waited for the row, a
-    /// lease computed before the wait would be expired already and the next
-    /// taker would take it again at once.
+    /// A lease row locked by its holder's fenced write is skipped, not
+    /// waited for: a holder stalled in that write would otherwise hold up
+    /// the taker (and whatever else the taker does in turn, heartbeats
+    /// included) until PostgreSQL ends the stalled transaction. The next
+    /// call takes it. A lease taken lasts the TTL from when its row is
+    /// written, not from when the statement began: had the statement
+    /// waited for the row, a lease computed before the wait would be
+    /// expired already and the next taker would take it again at once.
     ///
     /// # Errors
     ///
@@ -240,9 +262,16 @@ impl Leases {
             epoch: i64,
         }
         let rows: Vec<Taken> = sqlx::query_as(
-            "INSERT INTO leases AS l (resource, owner, epoch, expires_at) \
+            "WITH takeable AS ( \
+                 SELECT resource FROM leases \
+                 WHERE resource = ANY($1) AND (owner IS NULL OR expires_at < clock_timestamp()) \
+                 FOR UPDATE SKIP LOCKED) \
+             INSERT INTO leases AS l (resource, owner, epoch, expires_at) \
              SELECT r, $2, 1, clock_timestamp() + make_interval(secs => $3 / 1000.0) \
-             FROM unnest($1::text[]) AS r ORDER BY r \
+             FROM unnest($1::text[]) AS r \
+             WHERE r IN (SELECT resource FROM takeable) \
+                OR NOT EXISTS (SELECT 1 FROM leases x WHERE x.resource = r) \
+             ORDER BY r \
              ON CONFLICT (resource) DO UPDATE \
                  SET owner = excluded.owner, epoch = l.epoch + 1, \
                      expires_at = clock_timestamp() + make_interval(secs => $3 / 1000.0) \
@@ -260,6 +289,7 @@ impl Leases {
                 resource: taken.resource,
                 owner: self.owner.clone(),
                 epoch: taken.epoch,
+                idle_limit: self.ttl / 2,
             })
             .collect())
     }

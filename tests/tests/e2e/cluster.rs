@@ -469,3 +469,78 @@ async fn leadership_spreads_over_the_nodes() {
         "all subscriptions on one node: {leaders:?}"
     );
 }
+
+/// Issue 10, item 9: a leader paused inside a progress write (SIGSTOP, or cut
+/// off from the network) kept the lease row locked through its fence, and the
+/// other node's takeover waited behind the lock (and its coordinator with it)
+/// for as long as the pause lasted. Now PostgreSQL ends a fenced transaction
+/// left idle, and another node leads within the TTL while the old leader is
+/// still stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_paused_inside_a_progress_write_is_replaced_within_the_ttl() {
+    let db = TestDatabase::create().await;
+    let nodes = nodes(&db, 2, TTL_MS).await;
+    let api = nodes[0].api();
+    create(
+        &api,
+        "stalled",
+        json!({"source": {"all": true}, "partition_by": "none", "max_in_flight": 200}),
+    )
+    .await;
+    let old = index(&wait_for_leader(&api, "stalled").await);
+    let new = 1 - old;
+    for i in 0..20 {
+        api.append(&format!("s-{i}"), json!("any"), events("E", 500))
+            .await;
+    }
+    // Consumers on the leader ack each delivery at once: a progress write is
+    // under way most of the time.
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let base = nodes[old].url();
+        consumers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut sse = Sse::connect(&format!("{base}/subscriptions/stalled/consume"), None).await;
+            while let Some((p, _)) = delivery(&mut sse, Duration::from_secs(60)).await {
+                // Refused or cut off once the leader is stopped: that is the point.
+                let _ = client
+                    .post(format!("{base}/subscriptions/stalled/ack"))
+                    .json(&json!({"positions": [p]}))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    let pool = db.pool().await;
+    let mut caught = false;
+    for _ in 0..100 {
+        nodes[old].signal(libc::SIGSTOP);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(500) && !caught {
+            caught = db.stalled_lease_holder(&pool).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if caught {
+            break;
+        }
+        nodes[old].signal(libc::SIGCONT);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(caught, "the leader was never caught inside a progress write");
+    let wanted = format!("n{new}");
+    wait_until(
+        Duration::from_secs(20),
+        "the other node to lead while the leader is stopped",
+        || async { leader_of(&nodes[new].api(), "stalled").await.as_deref() == Some(&wanted) },
+    )
+    .await;
+    let mut fresh = crate::subscriptions::consumer(&nodes[new].url(), "stalled").await;
+    assert!(
+        delivery(&mut fresh, Duration::from_secs(10)).await.is_some(),
+        "the new leader delivers"
+    );
+    nodes[old].signal(libc::SIGCONT);
+    for consumer in consumers {
+        consumer.abort();
+    }
+}

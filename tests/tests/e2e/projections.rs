@@ -336,3 +336,84 @@ async fn a_lease_taken_after_a_wait_for_its_row_is_taken_once() {
         "the lease changed hands more than once after the wait (now {owner:?})"
     );
 }
+
+/// Issue 10, item 9: the active worker paused inside its batch transaction
+/// (SIGSTOP, or cut off from the network) kept the lease row locked, and the
+/// standby's takeover waited behind the lock for as long as the pause lasted.
+/// Now PostgreSQL ends a fenced transaction left idle, and the standby takes
+/// over within the TTL while the first worker is still stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_worker_paused_inside_its_transaction_is_replaced_within_the_ttl() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    for b in 0..20usize {
+        let events: Vec<Value> = (0..500).map(|i| money(b * 500 + i)).collect();
+        let r = api
+            .append(&format!("account-{}", b % 7), json!("any"), json!(events))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    let flags = ["--lease-ttl-ms", "2000", "--batch-size", "20"];
+    let workers = [
+        WorkerProcess::start(db.url(), "w0", &flags),
+        WorkerProcess::start(db.url(), "w1", &flags),
+    ];
+    wait_until(Duration::from_secs(20), "a worker to lead", || async {
+        projection(&api).await["leader"].is_string()
+    })
+    .await;
+    let pool = db.pool().await;
+    // Stop the active worker until it is caught inside a batch transaction
+    // (it spends part of its time between them); rebuild to keep it busy.
+    let mut victim = None;
+    for _ in 0..100 {
+        let p = projection(&api).await;
+        let Some(leader) = p["leader"].as_str() else {
+            continue;
+        };
+        let index = workers.iter().position(|w| w.id == leader).unwrap();
+        workers[index].signal(libc::SIGSTOP);
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(500) {
+            if db.stalled_lease_holder(&pool).await {
+                victim = Some(index);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if victim.is_some() {
+            break;
+        }
+        workers[index].signal(libc::SIGCONT);
+        if p["lag"] == 0 {
+            api.post("/projections/account_balances/rebuild", &json!({}))
+                .await;
+        }
+    }
+    let victim = victim.expect("the active worker was never caught inside its transaction");
+    let other = workers[1 - victim].id.clone();
+    wait_until(
+        Duration::from_secs(20),
+        "the standby to lead while the active worker is stopped",
+        || async { projection(&api).await["leader"] == other.as_str() },
+    )
+    .await;
+    let epoch = projection(&api).await["epoch"].clone();
+    wait_until(
+        Duration::from_secs(60),
+        "the standby to catch up",
+        || async { caught_up(&api).await },
+    )
+    .await;
+    workers[victim].signal(libc::SIGCONT);
+    wait_until(
+        Duration::from_secs(20),
+        "the paused worker to stand by",
+        || async { workers[victim].logs().contains("standing by") },
+    )
+    .await;
+    let p = projection(&api).await;
+    assert_eq!(p["leader"], other.as_str(), "{p}");
+    assert_eq!(p["epoch"], epoch, "leadership moved again: {p}");
+    assert_eq!(read_model(&db).await, fold(&api).await);
+}
