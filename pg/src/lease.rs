@@ -31,6 +31,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres};
 
 /// Something one process leads at a time, named in the `leases` table as
@@ -158,6 +159,42 @@ impl Fence {
     }
 }
 
+/// A process's claim on its node id, made by [`Leases::claim`]: the
+/// `started_at` it wrote in the id's `nodes` row. Heartbeats count only
+/// while the row still has it, so two processes started with one id cannot
+/// both pass for the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    started_at: DateTime<Utc>,
+}
+
+impl Membership {
+    /// When this process claimed the id (the database's clock).
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+}
+
+/// A node id's row in `nodes`, as another process wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NodeRow {
+    /// Where that process says it is reachable.
+    pub advertised_url: String,
+    /// When it claimed the id.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Recorded: the id is this process's.
+    Alive,
+    /// Another process holds the id now.
+    Displaced(NodeRow),
+}
+
 /// The leases of one owner (a node, or a projection worker).
 #[derive(Debug, Clone)]
 pub struct Leases {
@@ -190,32 +227,108 @@ impl Leases {
         self.ttl.as_millis() as i64
     }
 
-    /// Records that this owner, reachable at `url`, is alive.
+    /// Claims this owner's id in `nodes` for this process, reachable at
+    /// `url`: when no row has the id, or its last heartbeat is older than
+    /// the TTL (the process that wrote it stopped, or crashed). `Err` with
+    /// the row when a process heartbeated as this id within the TTL: maybe
+    /// a previous run that just crashed, maybe another process started with
+    /// the same id; only a next heartbeat of that row tells them apart.
     ///
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn heartbeat(&self, url: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO nodes (id, advertised_url) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET advertised_url = excluded.advertised_url, \
-                 last_heartbeat = clock_timestamp()",
-        )
-        .bind(&self.owner)
-        .bind(url)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    pub async fn claim(&self, url: &str) -> Result<Result<Membership, NodeRow>, sqlx::Error> {
+        loop {
+            let claimed: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "INSERT INTO nodes AS n (id, advertised_url) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET advertised_url = excluded.advertised_url, \
+                     started_at = clock_timestamp(), last_heartbeat = clock_timestamp() \
+                 WHERE n.last_heartbeat <= clock_timestamp() - make_interval(secs => $3 / 1000.0) \
+                 RETURNING started_at",
+            )
+            .bind(&self.owner)
+            .bind(url)
+            .bind(self.ttl_ms() as f64)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(started_at) = claimed {
+                return Ok(Ok(Membership { started_at }));
+            }
+            // Gone again meanwhile (a clean shutdown): claim it again.
+            if let Some(row) = self.node_row().await? {
+                return Ok(Err(row));
+            }
+        }
     }
 
-    /// Removes this owner from the live nodes (a clean shutdown).
+    async fn node_row(&self) -> Result<Option<NodeRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT advertised_url, started_at, last_heartbeat FROM nodes WHERE id = $1",
+        )
+        .bind(&self.owner)
+        .fetch_optional(&self.pool)
+        .await
+    }
+
+    /// Records that this process, reachable at `url`, is alive, under the
+    /// id it claimed. [`Heartbeat::Displaced`] when another process holds
+    /// the id now (it claimed it while this one did not heartbeat for over
+    /// a TTL); the id comes back to this process once that one stops
+    /// heartbeating for a TTL, or leaves.
     ///
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn leave(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM nodes WHERE id = $1")
+    pub async fn heartbeat(
+        &self,
+        url: &str,
+        membership: &Membership,
+    ) -> Result<Heartbeat, sqlx::Error> {
+        loop {
+            let beat = sqlx::query(
+                "UPDATE nodes SET advertised_url = $2, started_at = $3, \
+                     last_heartbeat = clock_timestamp() \
+                 WHERE id = $1 AND (started_at = $3 \
+                     OR last_heartbeat <= clock_timestamp() - make_interval(secs => $4 / 1000.0))",
+            )
             .bind(&self.owner)
+            .bind(url)
+            .bind(membership.started_at)
+            .bind(self.ttl_ms() as f64)
+            .execute(&self.pool)
+            .await?;
+            if beat.rows_affected() > 0 {
+                return Ok(Heartbeat::Alive);
+            }
+            // No row (removed by hand, say): write ours again.
+            let inserted = sqlx::query(
+                "INSERT INTO nodes (id, advertised_url, started_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&self.owner)
+            .bind(url)
+            .bind(membership.started_at)
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() > 0 {
+                return Ok(Heartbeat::Alive);
+            }
+            if let Some(other) = self.node_row().await? {
+                return Ok(Heartbeat::Displaced(other));
+            }
+        }
+    }
+
+    /// Removes this process from the live nodes (a clean shutdown); a row
+    /// another process holds under the same id stays.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn leave(&self, membership: &Membership) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM nodes WHERE id = $1 AND started_at = $2")
+            .bind(&self.owner)
+            .bind(membership.started_at)
             .execute(&self.pool)
             .await?;
         Ok(())

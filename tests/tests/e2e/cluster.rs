@@ -544,3 +544,67 @@ async fn a_leader_paused_inside_a_progress_write_is_replaced_within_the_ttl() {
         consumer.abort();
     }
 }
+
+/// Issue 10, item 11: two processes started with one `--node-id` both
+/// heartbeated the same `nodes` row; one led, the other answered 503 to
+/// every consume and ack, and nothing said why. Now the second refuses to
+/// start, naming the id; a node restarted after a crash keeps its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_the_same_id_refuses_to_start() {
+    let db = TestDatabase::create().await;
+    let flags = ["--node-id", "twin", "--lease-ttl-ms", "2000"];
+    let mut first = NodeBuilder::new(db.url()).args(flags).start().await;
+    let second = tokio::process::Command::new(strata_tests::node_binary())
+        .args(["serve", "--database-url", db.url(), "--listen", "127.0.0.1:0"])
+        .args(flags)
+        .env("STRATA_LOG", "info")
+        .kill_on_drop(true)
+        .output();
+    let second = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("the second node with the same --node-id kept running")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("\"twin\"") && stderr.contains("--node-id"),
+        "the error names the id and the flag: {stderr}"
+    );
+    // The first node was not disturbed.
+    let view = first.api().get("/cluster").await;
+    assert_eq!(view.body["nodes"][0]["id"], "twin");
+    assert_eq!(view.body["nodes"][0]["advertised_url"], first.url().as_str());
+    // A node that crashed comes back under its id (once its last heartbeat
+    // has lapsed: nothing tells a crashed node from a live one sooner).
+    first.kill();
+    first.restart().await;
+    let view = first.api().get("/cluster").await;
+    assert_eq!(view.body["nodes"][0]["advertised_url"], first.url().as_str());
+    // A node paused past the TTL while another process took its id says so
+    // when it wakes up, and leads nothing.
+    first.signal(libc::SIGSTOP);
+    let pool = db.pool().await;
+    wait_until(
+        Duration::from_secs(20),
+        "the paused node's heartbeat to lapse",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT last_heartbeat < clock_timestamp() - interval '2 s' FROM nodes WHERE id = 'twin'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    let usurper = NodeBuilder::new(db.url()).args(flags).start().await;
+    first.signal(libc::SIGCONT);
+    wait_until(
+        Duration::from_secs(20),
+        "the woken node to report the clash",
+        || async { first.logs().contains("another process runs with this node's id") },
+    )
+    .await;
+    let view = usurper.api().get("/cluster").await;
+    assert_eq!(view.body["nodes"][0]["advertised_url"], usurper.url().as_str());
+}
