@@ -44,3 +44,32 @@ async fn dev_serves_on_a_private_postgres_and_keeps_data_across_runs() {
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 10, item 14: `strata dev` went on after its private PostgreSQL died
+/// (kill -9 of the postmaster), answering 503 forever. Now it says so and
+/// exits non-zero.
+#[tokio::test]
+async fn dev_stops_when_its_private_postgres_dies() {
+    let dir = std::env::temp_dir().join(format!("strata-dev-death-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut node = NodeBuilder::dev(&dir).env("DATABASE_URL", "").start().await;
+    let pid: i32 = std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the postmaster the node started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status = node.wait_exit(Duration::from_secs(30)).await;
+    let logs = node.logs();
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.unwrap_or_else(|| panic!("strata dev kept running; log:\n{logs}"));
+    assert!(!status.success(), "exit {status}; log:\n{logs}");
+    assert!(
+        logs.contains("the private PostgreSQL stopped"),
+        "it says why: {logs}"
+    );
+}
