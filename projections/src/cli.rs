@@ -85,7 +85,7 @@ pub fn main<P: Projection>(projection: P) -> ExitCode {
     match runtime.block_on(crate::run(projection, options, stop_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", strata_pg::report::describe(error.as_ref()));
             ExitCode::FAILURE
         }
     }

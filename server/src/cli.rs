@@ -54,7 +54,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", strata_pg::report::describe(error.as_ref()));
             ExitCode::FAILURE
         }
     }

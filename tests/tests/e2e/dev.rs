@@ -1,11 +1,12 @@
 //! `strata dev`: a private PostgreSQL from the system's binaries, no database
-//! needed; data kept between runs; Ctrl-C stops both.
+//! needed; data kept between runs; Ctrl-C stops both. And what the `strata`
+//! command says when it cannot start.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use strata_tests::NodeBuilder;
+use strata_tests::{NodeBuilder, TestDatabase};
 
 #[tokio::test]
 async fn dev_serves_on_a_private_postgres_and_keeps_data_across_runs() {
@@ -72,4 +73,71 @@ async fn dev_stops_when_its_private_postgres_dies() {
         logs.contains("the private PostgreSQL stopped"),
         "it says why: {logs}"
     );
+}
+
+/// Runs `strata ARGS` to its end: whether it succeeded, and its `error:` line.
+async fn strata_error(args: &[&str]) -> (bool, String) {
+    let output = tokio::process::Command::new(strata_tests::node_binary())
+        .args(args)
+        .env("DATABASE_URL", "")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), output)
+        .await
+        .expect("strata did not stop")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+        .to_owned();
+    (output.status.success(), error)
+}
+
+/// Issue 10 (smaller items): error chains repeated their causes
+/// (`cannot create afile: File exists: File exists`), since an error that
+/// writes its cause into its message was printed with that cause again.
+#[tokio::test]
+async fn an_error_says_each_cause_once() {
+    let file = std::env::temp_dir().join(format!("strata-dev-file-{}", std::process::id()));
+    std::fs::write(&file, "not a folder").unwrap();
+    let (ok, error) = strata_error(&["dev", "--data-dir", file.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&file);
+    assert!(!ok);
+    assert!(error.contains("cannot create"), "{error}");
+    assert_eq!(error.matches("File exists").count(), 1, "{error}");
+    let (ok, error) = strata_error(&[
+        "migrate",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:5432/strata_no_such_database",
+    ])
+    .await;
+    assert!(!ok);
+    assert_eq!(error.matches("does not exist").count(), 1, "{error}");
+}
+
+/// Issue 10 (smaller items): migrating a database that holds another
+/// application's `events` table failed with the bare "relation already
+/// exists" (three times) and left `_sqlx_migrations` behind. Now it changes
+/// nothing and says that Strata wants a database of its own.
+#[tokio::test]
+async fn migrating_a_database_of_another_application_changes_nothing() {
+    let db = TestDatabase::create().await;
+    let pool = db.pool().await;
+    sqlx::query("CREATE TABLE events (id int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (ok, error) = strata_error(&["migrate", "--database-url", db.url()]).await;
+    assert!(!ok);
+    assert!(
+        error.contains("events") && error.contains("of its own"),
+        "the error names the table and what to do: {error}"
+    );
+    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(left, None, "the failed migration left _sqlx_migrations behind");
 }
