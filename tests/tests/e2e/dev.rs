@@ -141,3 +141,26 @@ async fn migrating_a_database_of_another_application_changes_nothing() {
         .unwrap();
     assert_eq!(left, None, "the failed migration left _sqlx_migrations behind");
 }
+
+/// Issue 10 (smaller items): the help of `--node-id` lost the `.` it accepts
+/// (clap drops a summary's final period).
+#[tokio::test]
+async fn the_node_id_help_names_every_character_allowed() {
+    let output = tokio::process::Command::new(strata_tests::node_binary())
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
+    let help = String::from_utf8_lossy(&output.stdout);
+    let node_id = help
+        .split("--node-id")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap_or_else(|| panic!("no --node-id in:\n{help}"));
+    for allowed in ["A-Z", "a-z", "0-9", "_", "-", "."] {
+        assert!(
+            node_id.contains(&format!("`{allowed}`")),
+            "{allowed} missing from: {node_id}"
+        );
+    }
+}
