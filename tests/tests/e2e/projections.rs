@@ -417,3 +417,31 @@ async fn a_worker_paused_inside_its_transaction_is_replaced_within_the_ttl() {
     assert_eq!(p["epoch"], epoch, "leadership moved again: {p}");
     assert_eq!(read_model(&db).await, fold(&api).await);
 }
+
+/// Issue 10 (smaller items): a worker given several flags out of range
+/// answered with one message listing every rule, naming none of the flags
+/// at fault. Now each flag at fault is named with its value, and only those.
+#[tokio::test]
+async fn a_worker_names_each_flag_out_of_range() {
+    let run = |args: &'static [&'static str]| async move {
+        let binary = strata_tests::node_binary().with_file_name("account-balances");
+        let output = tokio::process::Command::new(binary)
+            .args(["--database-url", "postgres://nowhere.invalid/x"])
+            .args(args)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2));
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let one = run(&["--batch-size", "0"]).await;
+    assert!(one.contains("--batch-size 0"), "{one}");
+    assert!(
+        !one.contains("--lease-ttl-ms") && !one.contains("--max-failures"),
+        "{one}"
+    );
+    let all = run(&["--lease-ttl-ms", "1", "--batch-size", "0", "--max-failures", "0"]).await;
+    for flag in ["--lease-ttl-ms 1", "--batch-size 0", "--max-failures 0"] {
+        assert!(all.contains(flag), "{flag} not named: {all}");
+    }
+}
