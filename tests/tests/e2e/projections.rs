@@ -445,3 +445,25 @@ async fn a_worker_names_each_flag_out_of_range() {
         assert!(all.contains(flag), "{flag} not named: {all}");
     }
 }
+
+/// Issue 10 (smaller items): once the active worker's lease lapsed,
+/// `/projections` showed `epoch: 0`, as if no worker had ever led. Now it
+/// keeps the last epoch, with `leader: null` saying the lease lapsed.
+#[tokio::test]
+async fn a_lapsed_lease_shows_its_last_epoch() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    let mut worker = WorkerProcess::start(db.url(), "gone", &["--lease-ttl-ms", "500"]);
+    wait_until(Duration::from_secs(20), "the worker to lead", || async {
+        projection(&api).await["leader"] == "gone"
+    })
+    .await;
+    let epoch = projection(&api).await["epoch"].as_u64().unwrap();
+    assert!(epoch >= 1);
+    worker.kill();
+    wait_until(Duration::from_secs(20), "the lease to lapse", || async {
+        projection(&api).await["leader"].is_null()
+    })
+    .await;
+    assert_eq!(projection(&api).await["epoch"], epoch);
+}
