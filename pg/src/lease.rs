@@ -262,12 +262,10 @@ impl Leases {
     }
 
     async fn node_row(&self) -> Result<Option<NodeRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT advertised_url, started_at, last_heartbeat FROM nodes WHERE id = $1",
-        )
-        .bind(&self.owner)
-        .fetch_optional(&self.pool)
-        .await
+        sqlx::query_as("SELECT advertised_url, started_at, last_heartbeat FROM nodes WHERE id = $1")
+            .bind(&self.owner)
+            .fetch_optional(&self.pool)
+            .await
     }
 
     /// Records that this process, reachable at `url`, is alive, under the

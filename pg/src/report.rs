@@ -72,7 +72,9 @@ mod tests {
         messages
             .iter()
             .rev()
-            .fold(None, |cause, m| Some(E((*m).to_owned(), cause.map(Box::new))))
+            .fold(None, |cause, m| {
+                Some(E((*m).to_owned(), cause.map(Box::new)))
+            })
             .unwrap()
     }
 
@@ -93,7 +95,10 @@ mod tests {
 
     #[test]
     fn causes_not_said_are_joined() {
-        let error = chain(&["cannot listen on 1.2.3.4:80", "Cannot assign requested address"]);
+        let error = chain(&[
+            "cannot listen on 1.2.3.4:80",
+            "Cannot assign requested address",
+        ]);
         assert_eq!(
             describe(&error),
             "cannot listen on 1.2.3.4:80: Cannot assign requested address"

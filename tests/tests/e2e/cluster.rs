@@ -500,7 +500,8 @@ async fn a_leader_paused_inside_a_progress_write_is_replaced_within_the_ttl() {
         let base = nodes[old].url();
         consumers.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
-            let mut sse = Sse::connect(&format!("{base}/subscriptions/stalled/consume"), None).await;
+            let mut sse =
+                Sse::connect(&format!("{base}/subscriptions/stalled/consume"), None).await;
             while let Some((p, _)) = delivery(&mut sse, Duration::from_secs(60)).await {
                 // Refused or cut off once the leader is stopped: that is the point.
                 let _ = client
@@ -526,7 +527,10 @@ async fn a_leader_paused_inside_a_progress_write_is_replaced_within_the_ttl() {
         nodes[old].signal(libc::SIGCONT);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(caught, "the leader was never caught inside a progress write");
+    assert!(
+        caught,
+        "the leader was never caught inside a progress write"
+    );
     let wanted = format!("n{new}");
     wait_until(
         Duration::from_secs(20),
@@ -536,7 +540,9 @@ async fn a_leader_paused_inside_a_progress_write_is_replaced_within_the_ttl() {
     .await;
     let mut fresh = crate::subscriptions::consumer(&nodes[new].url(), "stalled").await;
     assert!(
-        delivery(&mut fresh, Duration::from_secs(10)).await.is_some(),
+        delivery(&mut fresh, Duration::from_secs(10))
+            .await
+            .is_some(),
         "the new leader delivers"
     );
     nodes[old].signal(libc::SIGCONT);
@@ -555,7 +561,13 @@ async fn a_second_node_with_the_same_id_refuses_to_start() {
     let flags = ["--node-id", "twin", "--lease-ttl-ms", "2000"];
     let mut first = NodeBuilder::new(db.url()).args(flags).start().await;
     let second = tokio::process::Command::new(strata_tests::node_binary())
-        .args(["serve", "--database-url", db.url(), "--listen", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--database-url",
+            db.url(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
         .args(flags)
         .env("STRATA_LOG", "info")
         .kill_on_drop(true)
@@ -573,13 +585,19 @@ async fn a_second_node_with_the_same_id_refuses_to_start() {
     // The first node was not disturbed.
     let view = first.api().get("/cluster").await;
     assert_eq!(view.body["nodes"][0]["id"], "twin");
-    assert_eq!(view.body["nodes"][0]["advertised_url"], first.url().as_str());
+    assert_eq!(
+        view.body["nodes"][0]["advertised_url"],
+        first.url().as_str()
+    );
     // A node that crashed comes back under its id (once its last heartbeat
     // has lapsed: nothing tells a crashed node from a live one sooner).
     first.kill();
     first.restart().await;
     let view = first.api().get("/cluster").await;
-    assert_eq!(view.body["nodes"][0]["advertised_url"], first.url().as_str());
+    assert_eq!(
+        view.body["nodes"][0]["advertised_url"],
+        first.url().as_str()
+    );
     // A node paused past the TTL while another process took its id says so
     // when it wakes up, and leads nothing.
     first.signal(libc::SIGSTOP);
@@ -602,9 +620,16 @@ async fn a_second_node_with_the_same_id_refuses_to_start() {
     wait_until(
         Duration::from_secs(20),
         "the woken node to report the clash",
-        || async { first.logs().contains("another process runs with this node's id") },
+        || async {
+            first
+                .logs()
+                .contains("another process runs with this node's id")
+        },
     )
     .await;
     let view = usurper.api().get("/cluster").await;
-    assert_eq!(view.body["nodes"][0]["advertised_url"], usurper.url().as_str());
+    assert_eq!(
+        view.body["nodes"][0]["advertised_url"],
+        usurper.url().as_str()
+    );
 }

@@ -139,7 +139,10 @@ async fn migrating_a_database_of_another_application_changes_nothing() {
         .fetch_one(&pool)
         .await
         .unwrap();
-    assert_eq!(left, None, "the failed migration left _sqlx_migrations behind");
+    assert_eq!(
+        left, None,
+        "the failed migration left _sqlx_migrations behind"
+    );
 }
 
 /// Issue 10 (smaller items): the help of `--node-id` lost the `.` it accepts

@@ -292,9 +292,11 @@ async fn a_lease_taken_after_a_wait_for_its_row_is_taken_once() {
     let api = node.api();
     let flags = ["--lease-ttl-ms", "1000"];
     let mut first = WorkerProcess::start(db.url(), "first", &flags);
-    wait_until(Duration::from_secs(20), "the first worker to lead", || async {
-        projection(&api).await["leader"] == "first"
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the first worker to lead",
+        || async { projection(&api).await["leader"] == "first" },
+    )
     .await;
     let _standbys = [
         WorkerProcess::start(db.url(), "second", &flags),
@@ -440,7 +442,15 @@ async fn a_worker_names_each_flag_out_of_range() {
         !one.contains("--lease-ttl-ms") && !one.contains("--max-failures"),
         "{one}"
     );
-    let all = run(&["--lease-ttl-ms", "1", "--batch-size", "0", "--max-failures", "0"]).await;
+    let all = run(&[
+        "--lease-ttl-ms",
+        "1",
+        "--batch-size",
+        "0",
+        "--max-failures",
+        "0",
+    ])
+    .await;
     for flag in ["--lease-ttl-ms 1", "--batch-size 0", "--max-failures 0"] {
         assert!(all.contains(flag), "{flag} not named: {all}");
     }
