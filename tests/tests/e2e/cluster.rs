@@ -560,22 +560,15 @@ async fn a_second_node_with_the_same_id_refuses_to_start() {
     let db = TestDatabase::create().await;
     let flags = ["--node-id", "twin", "--lease-ttl-ms", "2000"];
     let mut first = NodeBuilder::new(db.url()).args(flags).start().await;
-    let second = tokio::process::Command::new(strata_tests::node_binary())
-        .args([
-            "serve",
-            "--database-url",
-            db.url(),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args(flags)
-        .env("STRATA_LOG", "info")
-        .kill_on_drop(true)
-        .output();
-    let second = tokio::time::timeout(Duration::from_secs(30), second)
-        .await
-        .expect("the second node with the same --node-id kept running")
-        .unwrap();
+    let mut second = vec![
+        "serve",
+        "--database-url",
+        db.url(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    second.extend(flags);
+    let second = strata_tests::run_to_end(&second, Duration::from_secs(30)).await;
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(!second.status.success(), "{stderr}");
     assert!(

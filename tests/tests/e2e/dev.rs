@@ -77,15 +77,7 @@ async fn dev_stops_when_its_private_postgres_dies() {
 
 /// Runs `strata ARGS` to its end: whether it succeeded, and its `error:` line.
 async fn strata_error(args: &[&str]) -> (bool, String) {
-    let output = tokio::process::Command::new(strata_tests::node_binary())
-        .args(args)
-        .env("DATABASE_URL", "")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(60), output)
-        .await
-        .expect("strata did not stop")
-        .unwrap();
+    let output = strata_tests::run_to_end(args, Duration::from_secs(60)).await;
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     let error = stderr
         .lines()
@@ -149,11 +141,7 @@ async fn migrating_a_database_of_another_application_changes_nothing() {
 /// (clap drops a summary's final period).
 #[tokio::test]
 async fn the_node_id_help_names_every_character_allowed() {
-    let output = tokio::process::Command::new(strata_tests::node_binary())
-        .args(["serve", "--help"])
-        .output()
-        .await
-        .unwrap();
+    let output = strata_tests::run_to_end(&["serve", "--help"], Duration::from_secs(30)).await;
     let help = String::from_utf8_lossy(&output.stdout);
     let node_id = help
         .split("--node-id")
