@@ -7,8 +7,13 @@
 //! - Every write a leader makes is conditional on its [`Fence`]: the lease row
 //!   still has the leader's owner and epoch. A paused or cut-off ex-leader
 //!   therefore cannot write once someone else took over. The fence locks the
-//!   lease row in share mode, so a takeover waits for a fenced write in flight
-//!   and the write never lands after the takeover.
+//!   lease row in share mode, so no takeover commits while a fenced write is
+//!   in flight and the write never lands after the takeover.
+//! - A holder cannot keep that lock past its lease: PostgreSQL ends a fenced
+//!   transaction left idle for half the TTL (the holder paused, hung or cut
+//!   off from the network in the middle of it), which rolls it back and
+//!   frees the row, and a taker skips a row locked by a holder rather than
+//!   wait behind it. Failover takes the TTL whatever the old holder does.
 //! - All times are the database's clock; nodes' clocks never matter.
 //! - Nothing here uses session state (advisory locks, LISTEN): it works the
 //!   same through connection poolers in transaction mode.
@@ -26,6 +31,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres};
 
 /// Something one process leads at a time, named in the `leases` table as
@@ -106,7 +112,7 @@ fn score(node: &str, resource: &str) -> u64 {
 }
 
 /// Proof of leadership for conditional writes: the lease of `resource` held
-/// by `owner` in `epoch`.
+/// by `owner` in `epoch`. Made by [`Leases::acquire`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
     /// The resource led.
@@ -115,11 +121,20 @@ pub struct Fence {
     pub owner: String,
     /// Its epoch.
     pub epoch: i64,
+    /// How long a fenced transaction may sit idle before PostgreSQL ends it.
+    idle_limit: Duration,
 }
 
 impl Fence {
     /// Checks, inside `tx`, that the lease is still ours, and locks it in
     /// share mode until `tx` ends so that no takeover can commit meanwhile.
+    ///
+    /// The lock must not outlive the lease when the holder stops in the
+    /// middle of `tx` (paused, hung, cut off from the network): `tx` also
+    /// gets an `idle_in_transaction_session_timeout` of half the lease TTL,
+    /// so PostgreSQL ends it (and rolls it back) when it waits that long for
+    /// the holder's next statement. Work between two statements of a fenced
+    /// transaction must therefore take less than that.
     ///
     /// # Errors
     ///
@@ -128,16 +143,56 @@ impl Fence {
         &self,
         tx: &mut sqlx::Transaction<'_, Postgres>,
     ) -> Result<bool, sqlx::Error> {
+        // One round trip: the setting is local to `tx`, like the lock.
         let held: Option<i64> = sqlx::query_scalar(
-            "SELECT epoch FROM leases WHERE resource = $1 AND owner = $2 AND epoch = $3 FOR SHARE",
+            "SELECT l.epoch FROM leases l, \
+                 set_config('idle_in_transaction_session_timeout', $4, true) \
+             WHERE l.resource = $1 AND l.owner = $2 AND l.epoch = $3 FOR SHARE OF l",
         )
         .bind(&self.resource)
         .bind(&self.owner)
         .bind(self.epoch)
+        .bind(self.idle_limit.as_millis().max(1).to_string())
         .fetch_optional(&mut **tx)
         .await?;
         Ok(held.is_some())
     }
+}
+
+/// A process's claim on its node id, made by [`Leases::claim`]: the
+/// `started_at` it wrote in the id's `nodes` row. Heartbeats count only
+/// while the row still has it, so two processes started with one id cannot
+/// both pass for the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Membership {
+    started_at: DateTime<Utc>,
+}
+
+impl Membership {
+    /// When this process claimed the id (the database's clock).
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+}
+
+/// A node id's row in `nodes`, as another process wrote it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NodeRow {
+    /// Where that process says it is reachable.
+    pub advertised_url: String,
+    /// When it claimed the id.
+    pub started_at: DateTime<Utc>,
+    /// Its last heartbeat.
+    pub last_heartbeat: DateTime<Utc>,
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heartbeat {
+    /// Recorded: the id is this process's.
+    Alive,
+    /// Another process holds the id now.
+    Displaced(NodeRow),
 }
 
 /// The leases of one owner (a node, or a projection worker).
@@ -172,32 +227,106 @@ impl Leases {
         self.ttl.as_millis() as i64
     }
 
-    /// Records that this owner, reachable at `url`, is alive.
+    /// Claims this owner's id in `nodes` for this process, reachable at
+    /// `url`: when no row has the id, or its last heartbeat is older than
+    /// the TTL (the process that wrote it stopped, or crashed). `Err` with
+    /// the row when a process heartbeated as this id within the TTL: maybe
+    /// a previous run that just crashed, maybe another process started with
+    /// the same id; only a next heartbeat of that row tells them apart.
     ///
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn heartbeat(&self, url: &str) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO nodes (id, advertised_url) VALUES ($1, $2) \
-             ON CONFLICT (id) DO UPDATE SET advertised_url = excluded.advertised_url, \
-                 last_heartbeat = clock_timestamp()",
-        )
-        .bind(&self.owner)
-        .bind(url)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    pub async fn claim(&self, url: &str) -> Result<Result<Membership, NodeRow>, sqlx::Error> {
+        loop {
+            let claimed: Option<DateTime<Utc>> = sqlx::query_scalar(
+                "INSERT INTO nodes AS n (id, advertised_url) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET advertised_url = excluded.advertised_url, \
+                     started_at = clock_timestamp(), last_heartbeat = clock_timestamp() \
+                 WHERE n.last_heartbeat <= clock_timestamp() - make_interval(secs => $3 / 1000.0) \
+                 RETURNING started_at",
+            )
+            .bind(&self.owner)
+            .bind(url)
+            .bind(self.ttl_ms() as f64)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(started_at) = claimed {
+                return Ok(Ok(Membership { started_at }));
+            }
+            // Gone again meanwhile (a clean shutdown): claim it again.
+            if let Some(row) = self.node_row().await? {
+                return Ok(Err(row));
+            }
+        }
     }
 
-    /// Removes this owner from the live nodes (a clean shutdown).
+    async fn node_row(&self) -> Result<Option<NodeRow>, sqlx::Error> {
+        sqlx::query_as("SELECT advertised_url, started_at, last_heartbeat FROM nodes WHERE id = $1")
+            .bind(&self.owner)
+            .fetch_optional(&self.pool)
+            .await
+    }
+
+    /// Records that this process, reachable at `url`, is alive, under the
+    /// id it claimed. [`Heartbeat::Displaced`] when another process holds
+    /// the id now (it claimed it while this one did not heartbeat for over
+    /// a TTL); the id comes back to this process once that one stops
+    /// heartbeating for a TTL, or leaves.
     ///
     /// # Errors
     ///
     /// When the database fails.
-    pub async fn leave(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM nodes WHERE id = $1")
+    pub async fn heartbeat(
+        &self,
+        url: &str,
+        membership: &Membership,
+    ) -> Result<Heartbeat, sqlx::Error> {
+        loop {
+            let beat = sqlx::query(
+                "UPDATE nodes SET advertised_url = $2, started_at = $3, \
+                     last_heartbeat = clock_timestamp() \
+                 WHERE id = $1 AND (started_at = $3 \
+                     OR last_heartbeat <= clock_timestamp() - make_interval(secs => $4 / 1000.0))",
+            )
             .bind(&self.owner)
+            .bind(url)
+            .bind(membership.started_at)
+            .bind(self.ttl_ms() as f64)
+            .execute(&self.pool)
+            .await?;
+            if beat.rows_affected() > 0 {
+                return Ok(Heartbeat::Alive);
+            }
+            // No row (removed by hand, say): write ours again.
+            let inserted = sqlx::query(
+                "INSERT INTO nodes (id, advertised_url, started_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&self.owner)
+            .bind(url)
+            .bind(membership.started_at)
+            .execute(&self.pool)
+            .await?;
+            if inserted.rows_affected() > 0 {
+                return Ok(Heartbeat::Alive);
+            }
+            if let Some(other) = self.node_row().await? {
+                return Ok(Heartbeat::Displaced(other));
+            }
+        }
+    }
+
+    /// Removes this process from the live nodes (a clean shutdown); a row
+    /// another process holds under the same id stays.
+    ///
+    /// # Errors
+    ///
+    /// When the database fails.
+    pub async fn leave(&self, membership: &Membership) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM nodes WHERE id = $1 AND started_at = $2")
+            .bind(&self.owner)
+            .bind(membership.started_at)
             .execute(&self.pool)
             .await?;
         Ok(())
@@ -222,6 +351,15 @@ impl Leases {
     /// Takes every lease of `resources` that is free, released or expired;
     /// returns the fences of those taken (their epochs bumped).
     ///
+    /// A lease row locked by its holder's fenced write is skipped, not
+    /// waited for: a holder stalled in that write would otherwise hold up
+    /// the taker (and whatever else the taker does in turn, heartbeats
+    /// included) until PostgreSQL ends the stalled transaction. The next
+    /// call takes it. A lease taken lasts the TTL from when its row is
+    /// written, not from when the statement began: had the statement
+    /// waited for the row, a lease computed before the wait would be
+    /// expired already and the next taker would take it again at once.
+    ///
     /// # Errors
     ///
     /// When the database fails.
@@ -235,11 +373,19 @@ impl Leases {
             epoch: i64,
         }
         let rows: Vec<Taken> = sqlx::query_as(
-            "INSERT INTO leases AS l (resource, owner, epoch, expires_at) \
+            "WITH takeable AS ( \
+                 SELECT resource FROM leases \
+                 WHERE resource = ANY($1) AND (owner IS NULL OR expires_at < clock_timestamp()) \
+                 FOR UPDATE SKIP LOCKED) \
+             INSERT INTO leases AS l (resource, owner, epoch, expires_at) \
              SELECT r, $2, 1, clock_timestamp() + make_interval(secs => $3 / 1000.0) \
-             FROM unnest($1::text[]) AS r ORDER BY r \
+             FROM unnest($1::text[]) AS r \
+             WHERE r IN (SELECT resource FROM takeable) \
+                OR NOT EXISTS (SELECT 1 FROM leases x WHERE x.resource = r) \
+             ORDER BY r \
              ON CONFLICT (resource) DO UPDATE \
-                 SET owner = excluded.owner, epoch = l.epoch + 1, expires_at = excluded.expires_at \
+                 SET owner = excluded.owner, epoch = l.epoch + 1, \
+                     expires_at = clock_timestamp() + make_interval(secs => $3 / 1000.0) \
                  WHERE l.owner IS NULL OR l.expires_at < clock_timestamp() \
              RETURNING resource, epoch",
         )
@@ -254,6 +400,7 @@ impl Leases {
                 resource: taken.resource,
                 owner: self.owner.clone(),
                 epoch: taken.epoch,
+                idle_limit: self.ttl / 2,
             })
             .collect())
     }

@@ -10,7 +10,9 @@
 //!   resources that are led ([`lease::Resource`]);
 //! - [`notify`]: the NOTIFY channels and their payloads, and the one function
 //!   that sends a notification;
-//! - [`retry`]: the one backoff policy for work that waits on PostgreSQL.
+//! - [`retry`]: the one backoff policy for work that waits on PostgreSQL;
+//! - [`report`]: an error and its causes on one line, each said once (sqlx's
+//!   errors repeat their causes in their messages).
 //!
 //! `strata-core` holds the wire types only; this crate is where a database
 //! crate enters the tree, and the SDK does not depend on it.
@@ -20,4 +22,5 @@ pub mod lease;
 pub mod log;
 pub mod migrate;
 pub mod notify;
+pub mod report;
 pub mod retry;

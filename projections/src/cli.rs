@@ -56,13 +56,11 @@ pub fn main<P: Projection>(projection: P) -> ExitCode {
         eprintln!("error: no database: pass --database-url postgres://… (or set DATABASE_URL)");
         return ExitCode::from(2);
     };
-    if !(500..=600_000).contains(&args.lease_ttl_ms)
-        || !(1..=100_000).contains(&args.batch_size)
-        || args.max_failures == 0
-    {
-        eprintln!(
-            "error: --lease-ttl-ms must be 500..=600000, --batch-size 1..=100000, --max-failures at least 1"
-        );
+    let out_of_range = out_of_range(&args);
+    if !out_of_range.is_empty() {
+        for problem in out_of_range {
+            eprintln!("error: {problem}");
+        }
         return ExitCode::from(2);
     }
     let mut options = WorkerOptions::new(url);
@@ -85,10 +83,32 @@ pub fn main<P: Projection>(projection: P) -> ExitCode {
     match runtime.block_on(crate::run(projection, options, stop_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", strata_pg::report::describe(error.as_ref()));
             ExitCode::FAILURE
         }
     }
+}
+
+/// A line for each flag out of its range, naming the flag, its value and
+/// the range.
+fn out_of_range(args: &Args) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !(500..=600_000).contains(&args.lease_ttl_ms) {
+        problems.push(format!(
+            "--lease-ttl-ms {} is out of range 500..=600000",
+            args.lease_ttl_ms
+        ));
+    }
+    if !(1..=100_000).contains(&args.batch_size) {
+        problems.push(format!(
+            "--batch-size {} is out of range 1..=100000",
+            args.batch_size
+        ));
+    }
+    if args.max_failures == 0 {
+        problems.push("--max-failures 0 is out of range: at least 1".to_owned());
+    }
+    problems
 }
 
 async fn stop_signal() {

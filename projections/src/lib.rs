@@ -126,6 +126,13 @@ pub trait Projection: Send + Sync + 'static {
 
     /// Applies a batch of events, in order, inside the transaction `conn`.
     ///
+    /// The transaction holds the lease's fence: PostgreSQL ends it when it
+    /// waits for a next statement longer than half the lease TTL (so that a
+    /// worker paused in the middle cannot hold up the failover). Do the slow
+    /// work (calls to other services, say) before or between the statements
+    /// quickly, not while the transaction waits; a batch ended that way is
+    /// retried like any failed batch.
+    ///
     /// # Errors
     ///
     /// The transaction is rolled back and the batch retried with backoff;

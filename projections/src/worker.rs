@@ -141,7 +141,8 @@ pub async fn run<P: Projection>(
         tokio::select! {
             outcome = worker.step(&mut fence) => {
                 if let Err(error) = outcome {
-                    tracing::warn!(error = %format!("{error:#}"), "projection worker: retrying");
+                    let error = strata_pg::report::describe(error.as_ref());
+                    tracing::warn!(%error, "projection worker: retrying");
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }

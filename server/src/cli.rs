@@ -55,7 +55,7 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", strata_pg::report::describe(error.as_ref()));
             ExitCode::FAILURE
         }
     }
@@ -95,6 +95,7 @@ fn dev(runtime: &tokio::runtime::Runtime, args: DevArgs) -> anyhow::Result<()> {
     tracing::info!(dir = %args.data_dir.display(), "starting the private PostgreSQL");
     let pg = EmbeddedPostgres::start(EmbeddedOptions::durable(args.data_dir.clone()))?;
     let url = pg.url("strata");
+    let died = pg.exited();
     let served = runtime.block_on(async {
         create_database(&pg.url("postgres"), "strata").await?;
         let app = Application::build(config, &url).await?;
@@ -103,8 +104,17 @@ fn dev(runtime: &tokio::runtime::Runtime, args: DevArgs) -> anyhow::Result<()> {
             "\nStrata dev server: http://{addr}\n  PostgreSQL: {url} (data in {})\n  Ctrl-C stops both.\n",
             pg.dir().display()
         );
-        app.run_until_stopped(shutdown_signal()).await
+        // Without its PostgreSQL the node can only answer 503: stop too.
+        let stop = async {
+            tokio::select! {
+                () = shutdown_signal() => {}
+                () = died => tracing::error!("the private PostgreSQL stopped; stopping Strata"),
+            }
+        };
+        app.run_until_stopped(stop).await
     });
+    // Whatever else failed, a dead PostgreSQL is the reason to report.
+    pg.check_running()?;
     tracing::info!("stopping the private PostgreSQL");
     let stopped = pg.stop().context("stopping the private PostgreSQL");
     served.and(stopped)

@@ -9,13 +9,19 @@
 //! a progress write refused by the fence. On a clean shutdown the node
 //! releases its leases and leaves the live set, and a NOTIFY wakes the others,
 //! so they take over without waiting for the TTL.
+//!
+//! A node id belongs to one process at a time ([`join`]): a node started
+//! with the id of a live one refuses to start, and a node that finds its id
+//! taken over (it had stopped heartbeating for a TTL, and another process
+//! started with its id) leads nothing until the id is its own again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use sqlx::PgPool;
-use strata_pg::lease::{Fence, Leases, Resource, rendezvous};
+use strata_pg::lease::{Fence, Heartbeat, Leases, Membership, NodeRow, Resource, rendezvous};
 use strata_pg::notify::{self, Channel};
 use tokio::sync::{Notify, watch};
 
@@ -35,9 +41,59 @@ pub async fn notify(pool: &PgPool) {
     }
 }
 
+/// Claims this node's id for this process before it serves, so that two
+/// processes never run as one node. When a process heartbeated as this id
+/// within the TTL, waits until either its heartbeat lapses (a previous run
+/// that crashed: the id is taken, at most a TTL later) or it heartbeats
+/// again (another live process: an error naming the id).
+///
+/// # Errors
+///
+/// When another live process has the id, or the database fails.
+pub async fn join(leases: &Leases, advertised_url: &str) -> anyhow::Result<Membership> {
+    let me = leases.owner();
+    let mut seen: Option<NodeRow> = None;
+    loop {
+        let claimed = leases
+            .claim(advertised_url)
+            .await
+            .with_context(|| format!("cannot register node {me:?} in the nodes table"))?;
+        let other = match claimed {
+            Ok(membership) => return Ok(membership),
+            Err(other) => other,
+        };
+        match &seen {
+            None => {
+                tracing::info!(node = %me, other = %other.advertised_url,
+                    last_heartbeat = %other.last_heartbeat,
+                    "a process heartbeated as this node id within the lease TTL; waiting for its \
+                     heartbeat to lapse (a previous run that crashed) or to go on (another live node)");
+                seen = Some(other);
+            }
+            Some(first) if *first != other => anyhow::bail!(
+                "node id {me:?} is in use by another running process (advertised at {}, started \
+                 at {}): every node needs its own --node-id (STRATA_NODE_ID). Stop that process \
+                 or start this one with another id",
+                other.advertised_url,
+                other.started_at
+            ),
+            Some(_) => {}
+        }
+        tokio::time::sleep(tick(leases.ttl()) / 2).await;
+    }
+}
+
+/// How often a node whose id another process took says so again.
+const DISPLACED_REPORT_EVERY: Duration = Duration::from_secs(30);
+
+/// At most this long for the goodbye at shutdown (release, leave, NOTIFY):
+/// when the database does not answer, the leases lapse after the TTL anyway.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs the coordinator until `shutdown`; then hands everything back.
 pub async fn run(
     leases: Leases,
+    membership: Membership,
     advertised_url: String,
     subscriptions: Subscriptions,
     pool: PgPool,
@@ -46,9 +102,31 @@ pub async fn run(
 ) {
     let me = leases.owner().to_owned();
     let tick = tick(leases.ttl());
+    let mut displaced: Option<Instant> = None;
     loop {
-        if let Err(error) = round(&leases, &me, &advertised_url, &subscriptions, &pool).await {
-            tracing::warn!(%error, "cluster coordination failed this round; retrying");
+        match leases.heartbeat(&advertised_url, &membership).await {
+            Ok(Heartbeat::Alive) => {
+                if displaced.take().is_some() {
+                    tracing::info!(node = %me, "this node's id is its own again; coordinating");
+                }
+                if let Err(error) = round(&leases, &me, &subscriptions, &pool).await {
+                    tracing::warn!(%error, "cluster coordination failed this round; retrying");
+                }
+            }
+            Ok(Heartbeat::Displaced(other)) => {
+                if displaced.is_none_or(|at| at.elapsed() >= DISPLACED_REPORT_EVERY) {
+                    tracing::error!(node = %me, other = %other.advertised_url,
+                        other_started_at = %other.started_at,
+                        "another process runs with this node's id: it took the id over while this \
+                         process did not heartbeat for over the lease TTL. Two processes must not \
+                         share a --node-id: stop one of them. This one leads nothing meanwhile");
+                    displaced = Some(Instant::now());
+                }
+                step_down(&leases, &subscriptions).await;
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot heartbeat this round; retrying");
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(tick) => {}
@@ -56,23 +134,35 @@ pub async fn run(
             _ = shutdown.changed() => break,
         }
     }
+    let goodbye = async {
+        let released = step_down(&leases, &subscriptions).await;
+        let _ = leases.leave(&membership).await;
+        notify(&pool).await;
+        released
+    };
+    match tokio::time::timeout(GOODBYE_TIMEOUT, goodbye).await {
+        Ok(released) => tracing::info!(released, "handed leases back"),
+        Err(_) => tracing::warn!(
+            "the database did not answer the goodbye in time; the leases lapse after the TTL"
+        ),
+    }
+}
+
+/// Stops every dispatcher and gives their leases back; returns how many.
+async fn step_down(leases: &Leases, subscriptions: &Subscriptions) -> usize {
     let fences = subscriptions.stop_all();
     if let Err(error) = leases.release(&fences).await {
-        tracing::warn!(%error, "could not release leases at shutdown; they lapse after the TTL");
+        tracing::warn!(%error, "could not release leases; they lapse after the TTL");
     }
-    let _ = leases.leave().await;
-    notify(&pool).await;
-    tracing::info!(released = fences.len(), "handed leases back");
+    fences.len()
 }
 
 async fn round(
     leases: &Leases,
     me: &str,
-    advertised_url: &str,
     subscriptions: &Subscriptions,
     pool: &PgPool,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    leases.heartbeat(advertised_url).await?;
     let nodes = leases.live_nodes().await?;
     let defined: HashMap<String, i64> = db::subscription_generations(pool)
         .await?

@@ -96,7 +96,7 @@ pub struct NodeArgs {
     /// The address to listen on.
     #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:7700")]
     pub listen: String,
-    /// This node's id (default: a fresh one). 1–100 characters of A-Z a-z 0-9 _ - .
+    /// This node's id, one per running node (default: a fresh one): 1–100 characters of `A-Z` `a-z` `0-9` `_` `-` `.`
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<String>,
     /// How other nodes and redirected clients reach this node (default: http:// + the listen address).

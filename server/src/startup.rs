@@ -20,7 +20,7 @@ use crate::live::{Live, LiveOptions};
 use crate::notifications::Notifications;
 use crate::store::{self, Appender};
 use crate::subscriptions::Subscriptions;
-use strata_pg::lease::Leases;
+use strata_pg::lease::{Leases, Membership};
 
 /// A node, built and bound, not yet serving.
 pub struct Application {
@@ -29,6 +29,7 @@ pub struct Application {
     notifications: Notifications,
     config: NodeConfig,
     shutdown: watch::Sender<bool>,
+    membership: Membership,
 }
 
 /// The process-wide Prometheus recorder (installed once, shared by every
@@ -66,8 +67,9 @@ impl Application {
     ///
     /// # Errors
     ///
-    /// When the database cannot be reached or migrated, or the address cannot
-    /// be bound; each message says what to check.
+    /// When the database cannot be reached or migrated, the address cannot
+    /// be bound, or another running process has this node's id
+    /// ([`cluster::join`]); each message says what to check.
     pub async fn build(config: NodeConfig, database_url: &str) -> anyhow::Result<Self> {
         let pool = store::connect_lazy(database_url, config.pool_size).with_context(|| {
             format!(
@@ -88,10 +90,19 @@ impl Application {
                 config.listen
             )
         })?;
-        Ok(Self::from_parts(config, pool, listener))
+        // One process per node id: refuse to start as a node that runs.
+        let leases = Leases::new(pool.clone(), config.node_id.clone(), config.lease_ttl);
+        let membership = cluster::join(&leases, &advertised_url(&config, &listener)?).await?;
+        Ok(Self::from_parts(config, pool, listener, leases, membership))
     }
 
-    fn from_parts(config: NodeConfig, pool: PgPool, listener: TcpListener) -> Self {
+    fn from_parts(
+        config: NodeConfig,
+        pool: PgPool,
+        listener: TcpListener,
+        leases: Leases,
+        membership: Membership,
+    ) -> Self {
         let (shutdown, shutdown_rx) = watch::channel(false);
         let notifications =
             Notifications::start(pool.clone(), config.node_id.clone(), shutdown_rx.clone());
@@ -113,7 +124,6 @@ impl Application {
         };
         let appender = Appender::start(pool.clone(), config.committers, on_commit);
         let subscriptions = Subscriptions::new(pool.clone(), live.clone());
-        let leases = Leases::new(pool.clone(), config.node_id.clone(), config.lease_ttl);
         let state = AppState {
             pool: pool.clone(),
             appender,
@@ -139,6 +149,7 @@ impl Application {
             notifications,
             config,
             shutdown,
+            membership,
         }
     }
 
@@ -158,10 +169,7 @@ impl Application {
     ///
     /// When the socket cannot report its address.
     pub fn advertised_url(&self) -> std::io::Result<String> {
-        match &self.config.advertised_url {
-            Some(url) => Ok(url.clone()),
-            None => Ok(format!("http://{}", self.local_addr()?)),
-        }
+        advertised_url(&self.config, &self.listener)
     }
 
     /// Serves until `shutdown` completes, then stops taking connections,
@@ -181,6 +189,7 @@ impl Application {
             notifications,
             config,
             shutdown: stop,
+            membership,
         } = self;
         let pool = state.pool.clone();
         tracing::info!(
@@ -191,6 +200,7 @@ impl Application {
         );
         let coordinator = tokio::spawn(cluster::run(
             state.leases.clone(),
+            membership,
             advertised_url.clone(),
             state.subscriptions.clone(),
             pool.clone(),
@@ -238,6 +248,13 @@ pub fn tune_allocator() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 1024 * 1024);
+    }
+}
+
+fn advertised_url(config: &NodeConfig, listener: &TcpListener) -> std::io::Result<String> {
+    match &config.advertised_url {
+        Some(url) => Ok(url.clone()),
+        None => Ok(format!("http://{}", listener.local_addr()?)),
     }
 }
 

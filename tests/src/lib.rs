@@ -20,7 +20,7 @@ mod wait;
 mod worker;
 
 pub use api::{Api, Reply};
-pub use node::{NodeBuilder, StrataNode, node_binary};
+pub use node::{NodeBuilder, StrataNode, node_binary, run_to_end};
 pub use postgres::{TestDatabase, admin_url};
 pub use proxy::TcpProxy;
 pub use sse::{Frame, Sse};

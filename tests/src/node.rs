@@ -30,6 +30,25 @@ pub fn node_binary() -> PathBuf {
     path
 }
 
+/// Runs `strata ARGS` to its end, for a command that stops by itself (an
+/// error at start, `migrate`, `--help`), with `DATABASE_URL` cleared.
+///
+/// # Panics
+///
+/// When it is still running after `timeout`.
+pub async fn run_to_end(args: &[&str], timeout: Duration) -> std::process::Output {
+    let output = tokio::process::Command::new(node_binary())
+        .args(args)
+        .env("DATABASE_URL", "")
+        .env("STRATA_LOG", "info")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(timeout, output)
+        .await
+        .unwrap_or_else(|_| panic!("`strata {}` still ran after {timeout:?}", args.join(" ")))
+        .expect("running strata-node")
+}
+
 /// How to start a node: `strata serve` with the given flags.
 #[derive(Debug, Clone)]
 pub struct NodeBuilder {

@@ -123,6 +123,22 @@ impl TestDatabase {
             .await
             .expect("connecting to the test database")
     }
+
+    /// Whether some session of this database sits idle inside a transaction
+    /// that holds a lease row locked (a fenced write of a leader or worker
+    /// that stopped in the middle), for 100 ms at least: a process paused
+    /// there, not one between two statements.
+    pub async fn stalled_lease_holder(&self, pool: &sqlx::PgPool) -> bool {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid \
+             WHERE a.datname = current_database() AND a.state = 'idle in transaction' \
+               AND a.state_change < clock_timestamp() - interval '100 ms' \
+               AND l.relation = 'leases'::regclass AND l.mode = 'RowShareLock' AND l.granted)",
+        )
+        .fetch_one(pool)
+        .await
+        .expect("reading pg_stat_activity")
+    }
 }
 
 impl Drop for TestDatabase {

@@ -21,15 +21,14 @@ use std::io;
 use std::net::{Ipv4Addr, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 mod process;
 mod system;
 
 use process::{
-    choose_port, configure_child, initdb, running_postmaster, spawn_bound_to_process, tail,
+    Exit, choose_port, configure_child, initdb, running_postmaster, spawn_bound_to_process, tail,
 };
 pub use system::find_binaries;
 use system::{check_reachable, chown, run_as};
@@ -85,6 +84,20 @@ pub enum EmbeddedError {
         /// The program that failed.
         program: String,
         /// The last lines of what it printed.
+        output: String,
+    },
+    /// PostgreSQL stopped while Strata was using it.
+    #[error(
+        "the private PostgreSQL stopped unexpectedly ({status}), so Strata stopped too; the end \
+         of its log ({log}):\n{output}\nRun `strata dev` again to start both",
+        log = .log.display()
+    )]
+    Died {
+        /// How it ended.
+        status: ExitStatus,
+        /// Its log file.
+        log: PathBuf,
+        /// The last lines of its log.
         output: String,
     },
     /// PostgreSQL did not become ready in time.
@@ -144,7 +157,7 @@ pub struct EmbeddedPostgres {
     dir: PathBuf,
     port: u16,
     pid: i32,
-    exited: mpsc::Receiver<()>,
+    exited: Exit,
 }
 
 pub(super) struct RunAs {
@@ -244,7 +257,7 @@ impl EmbeddedPostgres {
         let limit = Duration::from_secs(60);
         let started = Instant::now();
         loop {
-            if self.exited.try_recv().is_ok() {
+            if self.exited.borrow().is_some() {
                 return Err(EmbeddedError::Failed {
                     program: "postgres".into(),
                     output: tail(log_path),
@@ -261,6 +274,34 @@ impl EmbeddedPostgres {
             }
             std::thread::sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Completes when PostgreSQL exits, whatever the reason: a
+    /// [`EmbeddedPostgres::stop`], a crash, a kill.
+    pub fn exited(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut exited = self.exited.clone();
+        async move {
+            // An error: the launcher thread is gone, and PostgreSQL with it.
+            let _ = exited.wait_for(Option::is_some).await;
+        }
+    }
+
+    /// `Ok` while PostgreSQL runs; [`EmbeddedError::Died`] with the end of
+    /// its log once it has exited.
+    ///
+    /// # Errors
+    ///
+    /// When PostgreSQL is no longer running.
+    pub fn check_running(&self) -> Result<(), EmbeddedError> {
+        let Some(status) = *self.exited.borrow() else {
+            return Ok(());
+        };
+        let log = self.dir.join("postgresql.log");
+        Err(EmbeddedError::Died {
+            status,
+            output: tail(&log),
+            log,
+        })
     }
 
     /// The TCP port PostgreSQL listens on (127.0.0.1 only).
@@ -285,15 +326,32 @@ impl EmbeddedPostgres {
     ///
     /// When it does not exit within 30 seconds even after `SIGQUIT`.
     pub fn stop(self) -> Result<(), EmbeddedError> {
+        let exited_within = |limit: Duration| {
+            let started = Instant::now();
+            while started.elapsed() < limit {
+                if self.exited.borrow().is_some() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            false
+        };
+        if self.exited.borrow().is_some() {
+            return Ok(());
+        }
         // SAFETY: kill(2) with a pid we started; no memory is involved.
         unsafe { libc::kill(self.pid, libc::SIGINT) };
-        if self.exited.recv_timeout(Duration::from_secs(30)).is_ok() {
+        if exited_within(Duration::from_secs(30)) {
             return Ok(());
         }
         // SAFETY: as above.
         unsafe { libc::kill(self.pid, libc::SIGQUIT) };
-        self.exited
-            .recv_timeout(Duration::from_secs(10))
-            .map_err(|_| EmbeddedError::Timeout(Duration::from_secs(40), self.dir.clone()))
+        if exited_within(Duration::from_secs(10)) {
+            return Ok(());
+        }
+        Err(EmbeddedError::Timeout(
+            Duration::from_secs(40),
+            self.dir.clone(),
+        ))
     }
 }

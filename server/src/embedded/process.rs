@@ -4,31 +4,36 @@
 use std::fs;
 use std::io;
 use std::net::{Ipv4Addr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::mpsc;
+
+use tokio::sync::watch;
 
 use super::system::user_home;
 use super::{EmbeddedError, RunAs, io_err};
 
+/// How the child ended: `None` while it runs.
+pub(super) type Exit = watch::Receiver<Option<ExitStatus>>;
+
 /// Spawns `command` from a thread that lives as long as the process, so that the
 /// child's parent-death signal fires when the process exits, not when some
-/// short-lived thread does. Returns the child's pid and a channel that yields
-/// once the child has exited.
-pub(super) fn spawn_bound_to_process(
-    mut command: Command,
-) -> io::Result<(i32, mpsc::Receiver<()>)> {
+/// short-lived thread does. Returns the child's pid and how it ended, once it
+/// has.
+pub(super) fn spawn_bound_to_process(mut command: Command) -> io::Result<(i32, Exit)> {
     let (started_tx, started_rx) = mpsc::channel::<io::Result<i32>>();
-    let (exited_tx, exited_rx) = mpsc::channel();
+    let (exited_tx, exited_rx) = watch::channel(None);
     std::thread::Builder::new()
         .name("embedded-postgres".into())
         .spawn(move || match command.spawn() {
             Ok(mut child) => {
                 let pid = child.id() as i32;
                 let _ = started_tx.send(Ok(pid));
-                let _ = wait(&mut child);
-                let _ = exited_tx.send(());
+                // When waiting fails (it cannot for our own child), the
+                // child is as good as gone.
+                let status = child.wait().unwrap_or_else(|_| ExitStatus::from_raw(-1));
+                exited_tx.send_replace(Some(status));
                 // Stay alive: the death of this thread must not be the signal.
                 loop {
                     std::thread::park();
@@ -42,10 +47,6 @@ pub(super) fn spawn_bound_to_process(
         .recv()
         .map_err(|_| io::Error::other("the launcher thread died"))??;
     Ok((pid, exited_rx))
-}
-
-pub(super) fn wait(child: &mut Child) -> io::Result<()> {
-    child.wait().map(|_| ())
 }
 
 pub(super) fn configure_child(command: &mut Command, run_as: Option<&RunAs>) {

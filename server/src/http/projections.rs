@@ -12,7 +12,8 @@ use super::error::ApiError;
 use super::extract::{Params, PathName};
 use crate::store::projections::{self as db, ProjectionRequest};
 
-/// Every projection: leader, checkpoint, head, lag, state, last error.
+/// Every projection: leader, checkpoint, head, lag, state, last error. A
+/// lapsed lease shows `leader: null` with its last epoch.
 #[utoipa::path(get, path = "/projections", tag = "projections",
     responses((status = 200, description = "Projections", body = Vec<strata_core::subscription::ProjectionStatus>)))]
 pub async fn list_projections(

@@ -8,7 +8,9 @@ use strata_pg::notify::{self, Channel};
 
 use super::error::StoreError;
 
-/// Every projection's status.
+/// Every projection's status. `leader` is the holder of an unexpired
+/// lease; `epoch` is the lease's last epoch, kept while no lease is alive (a
+/// lapsed or released lease: `leader` null), and 0 only before any worker led.
 ///
 /// # Errors
 ///
@@ -26,13 +28,13 @@ pub async fn projection_status(pool: &PgPool) -> Result<Vec<ProjectionStatus>, S
         epoch: i64,
     }
     let sql = [
-        "SELECT p.name, p.checkpoint, p.state, p.last_error, h.position AS head, l.owner, \
+        "SELECT p.name, p.checkpoint, p.state, p.last_error, h.position AS head, \
+             CASE WHEN l.expires_at > clock_timestamp() THEN l.owner END AS owner, \
              coalesce(l.epoch, 0) AS epoch \
          FROM projections p CROSS JOIN all_head h \
          LEFT JOIN leases l ON l.resource = ",
         Resource::PROJECTION_KEY_SQL,
-        " AND l.owner IS NOT NULL AND l.expires_at > clock_timestamp() \
-         ORDER BY p.name",
+        " ORDER BY p.name",
     ]
     .concat();
     let rows: Vec<Row> = sqlx::query_as(&sql).fetch_all(pool).await?;

@@ -553,3 +553,160 @@ async fn leadership_spreads_over_the_nodes() {
         "all subscriptions on one node: {leaders:?}"
     );
 }
+
+/// Issue 10, item 9: a leader paused inside a progress write (SIGSTOP, or cut
+/// off from the network) kept the lease row locked through its fence, and the
+/// other node's takeover waited behind the lock (and its coordinator with it)
+/// for as long as the pause lasted. Now PostgreSQL ends a fenced transaction
+/// left idle, and another node leads within the TTL while the old leader is
+/// still stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_paused_inside_a_progress_write_is_replaced_within_the_ttl() {
+    let db = TestDatabase::create().await;
+    let nodes = nodes(&db, 2, TTL_MS).await;
+    let api = nodes[0].api();
+    create(
+        &api,
+        "stalled",
+        json!({"source": {"all": true}, "partition_by": "none", "max_in_flight": 200}),
+    )
+    .await;
+    let old = index(&wait_for_leader(&api, "stalled").await);
+    let new = 1 - old;
+    for i in 0..20 {
+        api.append(&format!("s-{i}"), json!("any"), events("E", 500))
+            .await;
+    }
+    // Consumers on the leader ack each delivery at once: a progress write is
+    // under way most of the time.
+    let mut consumers = Vec::new();
+    for _ in 0..4 {
+        let base = nodes[old].url();
+        consumers.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let mut sse =
+                Sse::connect(&format!("{base}/subscriptions/stalled/consume"), None).await;
+            while let Some((p, _)) = delivery(&mut sse, Duration::from_secs(60)).await {
+                // Refused or cut off once the leader is stopped: that is the point.
+                let _ = client
+                    .post(format!("{base}/subscriptions/stalled/ack"))
+                    .json(&json!({"positions": [p]}))
+                    .send()
+                    .await;
+            }
+        }));
+    }
+    let pool = db.pool().await;
+    let mut caught = false;
+    for _ in 0..100 {
+        nodes[old].signal(libc::SIGSTOP);
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(500) && !caught {
+            caught = db.stalled_lease_holder(&pool).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if caught {
+            break;
+        }
+        nodes[old].signal(libc::SIGCONT);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        caught,
+        "the leader was never caught inside a progress write"
+    );
+    let wanted = format!("n{new}");
+    wait_until(
+        Duration::from_secs(20),
+        "the other node to lead while the leader is stopped",
+        || async { leader_of(&nodes[new].api(), "stalled").await.as_deref() == Some(&wanted) },
+    )
+    .await;
+    let mut fresh = crate::subscriptions::consumer(&nodes[new].url(), "stalled").await;
+    assert!(
+        delivery(&mut fresh, Duration::from_secs(10))
+            .await
+            .is_some(),
+        "the new leader delivers"
+    );
+    nodes[old].signal(libc::SIGCONT);
+    for consumer in consumers {
+        consumer.abort();
+    }
+}
+
+/// Issue 10, item 11: two processes started with one `--node-id` both
+/// heartbeated the same `nodes` row; one led, the other answered 503 to
+/// every consume and ack, and nothing said why. Now the second refuses to
+/// start, naming the id; a node restarted after a crash keeps its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_node_with_the_same_id_refuses_to_start() {
+    let db = TestDatabase::create().await;
+    let flags = ["--node-id", "twin", "--lease-ttl-ms", "2000"];
+    let mut first = NodeBuilder::new(db.url()).args(flags).start().await;
+    let mut second = vec![
+        "serve",
+        "--database-url",
+        db.url(),
+        "--listen",
+        "127.0.0.1:0",
+    ];
+    second.extend(flags);
+    let second = strata_tests::run_to_end(&second, Duration::from_secs(30)).await;
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("\"twin\"") && stderr.contains("--node-id"),
+        "the error names the id and the flag: {stderr}"
+    );
+    // The first node was not disturbed.
+    let view = first.api().get("/cluster").await;
+    assert_eq!(view.body["nodes"][0]["id"], "twin");
+    assert_eq!(
+        view.body["nodes"][0]["advertised_url"],
+        first.url().as_str()
+    );
+    // A node that crashed comes back under its id (once its last heartbeat
+    // has lapsed: nothing tells a crashed node from a live one sooner).
+    first.kill();
+    first.restart().await;
+    let view = first.api().get("/cluster").await;
+    assert_eq!(
+        view.body["nodes"][0]["advertised_url"],
+        first.url().as_str()
+    );
+    // A node paused past the TTL while another process took its id says so
+    // when it wakes up, and leads nothing.
+    first.signal(libc::SIGSTOP);
+    let pool = db.pool().await;
+    wait_until(
+        Duration::from_secs(20),
+        "the paused node's heartbeat to lapse",
+        || async {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT last_heartbeat < clock_timestamp() - interval '2 s' FROM nodes WHERE id = 'twin'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        },
+    )
+    .await;
+    let usurper = NodeBuilder::new(db.url()).args(flags).start().await;
+    first.signal(libc::SIGCONT);
+    wait_until(
+        Duration::from_secs(20),
+        "the woken node to report the clash",
+        || async {
+            first
+                .logs()
+                .contains("another process runs with this node's id")
+        },
+    )
+    .await;
+    let view = usurper.api().get("/cluster").await;
+    assert_eq!(
+        view.body["nodes"][0]["advertised_url"],
+        usurper.url().as_str()
+    );
+}

@@ -1,11 +1,12 @@
 //! `strata dev`: a private PostgreSQL from the system's binaries, no database
-//! needed; data kept between runs; Ctrl-C stops both.
+//! needed; data kept between runs; Ctrl-C stops both. And what the `strata`
+//! command says when it cannot start.
 
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use strata_tests::NodeBuilder;
+use strata_tests::{NodeBuilder, TestDatabase};
 
 #[tokio::test]
 async fn dev_serves_on_a_private_postgres_and_keeps_data_across_runs() {
@@ -43,4 +44,114 @@ async fn dev_serves_on_a_private_postgres_and_keeps_data_across_runs() {
     let status = node.terminate(Duration::from_secs(30)).await;
     assert!(status.success());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Issue 10, item 14: `strata dev` went on after its private PostgreSQL died
+/// (kill -9 of the postmaster), answering 503 forever. Now it says so and
+/// exits non-zero.
+#[tokio::test]
+async fn dev_stops_when_its_private_postgres_dies() {
+    let dir = std::env::temp_dir().join(format!("strata-dev-death-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut node = NodeBuilder::dev(&dir).env("DATABASE_URL", "").start().await;
+    let pid: i32 = std::fs::read_to_string(dir.join("pgdata/postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) of the postmaster the node started.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let status = node.wait_exit(Duration::from_secs(30)).await;
+    let logs = node.logs();
+    let _ = std::fs::remove_dir_all(&dir);
+    let status = status.unwrap_or_else(|| panic!("strata dev kept running; log:\n{logs}"));
+    assert!(!status.success(), "exit {status}; log:\n{logs}");
+    assert!(
+        logs.contains("the private PostgreSQL stopped"),
+        "it says why: {logs}"
+    );
+}
+
+/// Runs `strata ARGS` to its end: whether it succeeded, and its `error:` line.
+async fn strata_error(args: &[&str]) -> (bool, String) {
+    let output = strata_tests::run_to_end(args, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let error = stderr
+        .lines()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or_else(|| panic!("no error line in:\n{stderr}"))
+        .to_owned();
+    (output.status.success(), error)
+}
+
+/// Issue 10 (smaller items): error chains repeated their causes
+/// (`cannot create afile: File exists: File exists`), since an error that
+/// writes its cause into its message was printed with that cause again.
+#[tokio::test]
+async fn an_error_says_each_cause_once() {
+    let file = std::env::temp_dir().join(format!("strata-dev-file-{}", std::process::id()));
+    std::fs::write(&file, "not a folder").unwrap();
+    let (ok, error) = strata_error(&["dev", "--data-dir", file.to_str().unwrap()]).await;
+    let _ = std::fs::remove_file(&file);
+    assert!(!ok);
+    assert!(error.contains("cannot create"), "{error}");
+    assert_eq!(error.matches("File exists").count(), 1, "{error}");
+    let (ok, error) = strata_error(&[
+        "migrate",
+        "--database-url",
+        "postgres://postgres@127.0.0.1:5432/strata_no_such_database",
+    ])
+    .await;
+    assert!(!ok);
+    assert_eq!(error.matches("does not exist").count(), 1, "{error}");
+}
+
+/// Issue 10 (smaller items): migrating a database that holds another
+/// application's `events` table failed with the bare "relation already
+/// exists" (three times) and left `_sqlx_migrations` behind. Now it changes
+/// nothing and says that Strata wants a database of its own.
+#[tokio::test]
+async fn migrating_a_database_of_another_application_changes_nothing() {
+    let db = TestDatabase::create().await;
+    let pool = db.pool().await;
+    sqlx::query("CREATE TABLE events (id int)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (ok, error) = strata_error(&["migrate", "--database-url", db.url()]).await;
+    assert!(!ok);
+    assert!(
+        error.contains("events") && error.contains("of its own"),
+        "the error names the table and what to do: {error}"
+    );
+    let left: Option<String> = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations')::text")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        left, None,
+        "the failed migration left _sqlx_migrations behind"
+    );
+}
+
+/// Issue 10 (smaller items): the help of `--node-id` lost the `.` it accepts
+/// (clap drops a summary's final period).
+#[tokio::test]
+async fn the_node_id_help_names_every_character_allowed() {
+    let output = strata_tests::run_to_end(&["serve", "--help"], Duration::from_secs(30)).await;
+    let help = String::from_utf8_lossy(&output.stdout);
+    let node_id = help
+        .split("--node-id")
+        .nth(1)
+        .and_then(|rest| rest.split("\n      --").next())
+        .unwrap_or_else(|| panic!("no --node-id in:\n{help}"));
+    for allowed in ["A-Z", "a-z", "0-9", "_", "-", "."] {
+        assert!(
+            node_id.contains(&format!("`{allowed}`")),
+            "{allowed} missing from: {node_id}"
+        );
+    }
 }
