@@ -191,10 +191,17 @@ impl Receiver {
     /// [`RecvError::Lagged`] (go on calling: the next call waits for the
     /// next batch) or [`RecvError::Closed`] (the feed stopped).
     pub async fn recv(&mut self) -> Result<Arc<Batch>, RecvError> {
+        // The fast path touches no lock but the ring's read lock: with
+        // thousands of receivers, registering each with the `Notify` for
+        // every batch (its waiter list is one mutex) cost more than the
+        // delivery itself.
+        if let Some(received) = self.try_recv() {
+            return received;
+        }
         let ring = Arc::clone(&self.ring);
         loop {
-            // Registered before looking, so that a batch sent in between
-            // still wakes this wait.
+            // Registered before looking again, so that a batch sent in
+            // between still wakes this wait.
             let published = ring.published.notified();
             let mut published = std::pin::pin!(published);
             published.as_mut().enable();
