@@ -189,7 +189,7 @@ pub(super) async fn committer(shared: Arc<Committers>, pool: PgPool, on_commit: 
             }
             finished.await;
         }
-        shared.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running::start(&shared);
         drop(receiver);
         update_target(&shared);
         let started = Instant::now();
@@ -198,7 +198,26 @@ pub(super) async fn committer(shared: Arc<Committers>, pool: PgPool, on_commit: 
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Release,
         );
-        shared.running.fetch_sub(1, Ordering::AcqRel);
-        shared.finished.notify_waiters();
+        drop(running);
+    }
+}
+
+/// A group in flight, counted in `running` until it ends — also when its
+/// task ends by a panic or is dropped: the other committers wait for
+/// `running` to fall before a small group starts, and a count left behind
+/// would make every later append wait forever.
+struct Running<'a>(&'a Committers);
+
+impl<'a> Running<'a> {
+    fn start(shared: &'a Committers) -> Running<'a> {
+        shared.running.fetch_add(1, Ordering::AcqRel);
+        Running(shared)
+    }
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.finished.notify_waiters();
     }
 }

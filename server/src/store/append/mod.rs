@@ -127,11 +127,29 @@ impl Appender {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Committers::new(receiver));
         for _ in 0..committers.max(1) {
-            tokio::spawn(gather::committer(
-                Arc::clone(&shared),
-                pool.clone(),
-                Arc::clone(&on_commit),
-            ));
+            let (shared, pool, on_commit) =
+                (Arc::clone(&shared), pool.clone(), Arc::clone(&on_commit));
+            // A committer that panics is started again: with every
+            // committer gone, appends would wait forever.
+            tokio::spawn(async move {
+                loop {
+                    let run = tokio::spawn(gather::committer(
+                        Arc::clone(&shared),
+                        pool.clone(),
+                        Arc::clone(&on_commit),
+                    ));
+                    match run.await {
+                        Err(error) if error.is_panic() => {
+                            metrics::counter!("strata_append_committer_panics_total").increment(1);
+                            tracing::error!(
+                                "a group-commit task panicked (a bug: the requests of its group \
+                                 got no answer); starting it again"
+                            );
+                        }
+                        _ => return,
+                    }
+                }
+            });
         }
         Appender { queue, shared }
     }
