@@ -382,12 +382,15 @@ pub struct ParkedEvent {
     pub event: Option<RecordedEvent>,
 }
 
-/// The answer of `GET /subscriptions/{name}/parked`.
+/// The answer of `GET /subscriptions/{name}/parked?after=&limit=`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParkedList {
     /// Parked events by position.
     pub parked: Vec<ParkedEvent>,
+    /// The `after` of the following page; `None` when there is none.
+    #[serde(default)]
+    pub next: Option<u64>,
 }
 
 #[cfg(test)]

@@ -470,3 +470,73 @@ async fn a_consumer_that_never_acks_loses_its_events_to_one_that_does() {
     })
     .await;
 }
+
+/// `POST /subscriptions/{name}/nack` with `action`; the status.
+pub async fn nack(api: &Api, name: &str, positions: &[u64], action: &str) -> StatusCode {
+    api.post(
+        &format!("/subscriptions/{name}/nack"),
+        &json!({"positions": positions, "action": action}),
+    )
+    .await
+    .status
+}
+
+#[tokio::test]
+async fn the_parked_list_pages_with_a_cursor() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(
+        &api,
+        "dead",
+        json!({"source": {"all": true}, "partition_by": "none"}),
+    )
+    .await;
+    api.append("dl-1", json!("any"), events("E", 5)).await;
+    let mut sse = consumer(api.base(), "dead").await;
+    let mut positions = Vec::new();
+    for _ in 0..5 {
+        positions.push(delivery(&mut sse, T).await.unwrap().0);
+    }
+    assert_eq!(
+        nack(&api, "dead", &positions, "park").await,
+        StatusCode::NO_CONTENT
+    );
+
+    let mut pages = Vec::new();
+    let mut path = "/subscriptions/dead/parked?limit=2".to_owned();
+    loop {
+        let r = api.get(&path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        let page: Vec<u64> = r.body["parked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["position"].as_u64().unwrap())
+            .collect();
+        pages.push(page);
+        match r.body["next"].as_u64() {
+            Some(next) => path = format!("/subscriptions/dead/parked?after={next}&limit=2"),
+            None => {
+                assert!(r.body["next"].is_null(), "{:?}", r.body);
+                break;
+            }
+        }
+        assert!(pages.len() < 10, "the cursor does not end: {pages:?}");
+    }
+    assert_eq!(pages, vec![vec![1, 2], vec![3, 4], vec![5]]);
+
+    // A last page that is full says there is no more, too.
+    let r = api.get("/subscriptions/dead/parked?after=3&limit=2").await;
+    assert_eq!(r.body["parked"].as_array().unwrap().len(), 2);
+    assert!(r.body["next"].is_null(), "{:?}", r.body);
+    let r = api.get("/subscriptions/dead/parked?after=5").await;
+    assert_eq!(
+        (r.body["parked"].clone(), r.body["next"].clone()),
+        (json!([]), Value::Null)
+    );
+    for bad in ["after=x", "after=-1"] {
+        let r = api.get(&format!("/subscriptions/dead/parked?{bad}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+        assert_eq!(r.body["field"], "after");
+    }
+}

@@ -20,7 +20,7 @@ use strata_pg::lease::Resource;
 
 use super::error::StoreError;
 pub use nodes::{cluster, node_url};
-pub use parked::{ParkedRow, parked};
+pub use parked::{ParkedPage, ParkedRow, parked};
 pub use progress::{
     Park, Progress, Replay, events_at, mark_replay, replaying, reset_progress, write_progress,
 };
