@@ -199,7 +199,9 @@ pub struct SubscriptionSettings {
     /// What it reads.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub source: Source,
-    /// Where a new subscription starts (ignored by updates).
+    /// Where a new subscription starts. Only creation applies it: an update
+    /// leaves it out or repeats the stored one (another value is refused,
+    /// `409 start_from_conflict`; `reset` moves a subscription).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub start_from: StartFrom,

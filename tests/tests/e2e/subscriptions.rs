@@ -540,3 +540,72 @@ async fn the_parked_list_pages_with_a_cursor() {
         assert_eq!(r.body["field"], "after");
     }
 }
+
+#[tokio::test]
+async fn an_update_refuses_to_change_start_from() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    api.append("sf-1", json!("any"), events("E", 3)).await;
+    create(
+        &api,
+        "fixed",
+        json!({"source": {"all": true}, "start_from": "start"}),
+    )
+    .await;
+    let r = api
+        .put(
+            "/subscriptions/fixed",
+            &json!({"source": {"all": true}, "start_from": "end", "max_in_flight": 5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.error(), "start_from_conflict");
+    assert_eq!(
+        (r.body["current"].clone(), r.body["requested"].clone()),
+        (json!("start"), json!("end"))
+    );
+    let message = r.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"start\"") && message.contains("\"end\"") && message.contains("reset"),
+        "{message}"
+    );
+    // Nothing changed.
+    let s = status(&api, "fixed").await;
+    assert_eq!(
+        (s["start_from"].clone(), s["max_in_flight"].clone()),
+        (json!("start"), json!(100))
+    );
+
+    // Leaving start_from out, or repeating it, updates.
+    for body in [
+        json!({"source": {"all": true}, "max_in_flight": 5}),
+        json!({"source": {"all": true}, "start_from": "start", "max_in_flight": 6}),
+    ] {
+        let r = api.put("/subscriptions/fixed", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{body}: {:?}", r.body);
+    }
+    create(
+        &api,
+        "numbered",
+        json!({"source": {"all": true}, "start_from": 2}),
+    )
+    .await;
+    let r = api
+        .put(
+            "/subscriptions/numbered",
+            &json!({"source": {"all": true}, "start_from": 3}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(
+        (r.body["current"].clone(), r.body["requested"].clone()),
+        (json!(2), json!(3))
+    );
+    let r = api
+        .put(
+            "/subscriptions/numbered",
+            &json!({"source": {"all": true}, "start_from": 2}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
