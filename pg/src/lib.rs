@@ -10,12 +10,15 @@
 //!   resources that are led ([`lease::Resource`]);
 //! - [`notify`]: the NOTIFY channels and their payloads, and the one function
 //!   that sends a notification;
-//! - [`retry`]: the one backoff policy for work that waits on PostgreSQL.
+//! - [`retry`]: the one backoff policy for work that waits on PostgreSQL;
+//! - [`erasure`]: the lock by which hard deletes and projection batches
+//!   keep erased events out of read models.
 //!
 //! `strata-core` holds the wire types only; this crate is where a database
 //! crate enters the tree, and the SDK does not depend on it.
 
 pub mod connect;
+pub mod erasure;
 pub mod lease;
 pub mod log;
 pub mod migrate;

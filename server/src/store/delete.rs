@@ -5,6 +5,9 @@
 //!   version. Its events stay in `$all`; its snapshot goes.
 //! - Hard: its events are erased (leaving holes in `$all`, which readers
 //!   tolerate) and its name is tombstoned: every later read or append is 410.
+//!   It holds [`strata_pg::erasure`]'s lock from before it erases until it
+//!   commits, against which projection workers check their batch: no read
+//!   model commits an erased event after the delete did.
 //!
 //! Both lock the stream row, so they serialise with appends to that stream.
 
@@ -77,6 +80,7 @@ pub async fn delete_stream(
         }));
     }
     if hard {
+        strata_pg::erasure::lock_exclusive(&mut tx).await?;
         sqlx::query("DELETE FROM events WHERE stream = $1")
             .bind(stream)
             .execute(&mut *tx)

@@ -1,7 +1,12 @@
+use std::time::Duration;
+
 use reqwest::StatusCode;
 use serde_json::json;
+use strata_tests::{WorkerProcess, wait_until};
 
 use crate::{events, setup};
+
+const T: Duration = Duration::from_secs(20);
 
 #[tokio::test]
 async fn soft_delete_hides_the_stream_and_later_appends_go_on_numbering() {
@@ -117,4 +122,73 @@ async fn delete_checks_the_expected_version() {
     let r = api.delete("/streams/d-1?expected_version=soon").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["field"], "expected_version");
+}
+
+#[tokio::test]
+async fn a_hard_delete_keeps_a_batch_in_progress_out_of_a_projection() {
+    let (db, node) = setup().await;
+    let api = node.api();
+    let _worker = WorkerProcess::start(db.url(), "w0", &[]);
+    let deposit = json!([{"type": "Deposited", "data": {"amount": 10}}]);
+    api.append("account-kept", json!("any"), deposit.clone())
+        .await;
+    let pool = db.pool().await;
+    let balances = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, String>("SELECT account FROM account_balances ORDER BY account")
+            .fetch_all(&pool)
+            .await
+            .unwrap_or_default()
+    };
+    wait_until(T, "the projection to apply the first event", || {
+        let pool = pool.clone();
+        async move { balances(pool).await == ["account-kept"] }
+    })
+    .await;
+
+    // The worker reads the next batch, and blocks writing it.
+    let mut blocker = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE account_balances IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    api.append("account-doomed", json!("any"), deposit.clone())
+        .await;
+    wait_until(T, "the worker to wait for the read model", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND application_name = 'strata-projection' AND wait_event_type = 'Lock'",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+                > 0
+        }
+    })
+    .await;
+
+    // The stream is erased while the worker holds it in its batch.
+    let r = api.delete("/streams/account-doomed?hard=true").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    blocker.rollback().await.unwrap();
+    api.append("account-kept", json!("any"), deposit).await;
+    wait_until(T, "the projection to catch up", || {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT events FROM account_balances WHERE account = 'account-kept'",
+            )
+            .fetch_optional(&pool)
+            .await
+            .unwrap()
+                == Some(2)
+        }
+    })
+    .await;
+    assert_eq!(
+        balances(pool.clone()).await,
+        ["account-kept"],
+        "the erased stream's events reached the read model after the delete"
+    );
 }
