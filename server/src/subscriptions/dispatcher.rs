@@ -6,11 +6,13 @@
 //!   other than `none`, at most one per partition, in order.
 //! - An event not acked within `ack_timeout_ms` goes out again; after
 //!   `max_retries` more deliveries it is parked.
-//! - Progress (the checkpoint, positions settled above it, parked events) is
-//!   written through the lease's fence. An ack is answered only once it is
-//!   written, so an acked event is never delivered again, even across a
-//!   failover; a write refused by the fence means another node leads now, and
-//!   this dispatcher stops.
+//! - Progress (the checkpoint, positions settled above it, what is out and
+//!   how often it went out, parked events) is written through the lease's
+//!   fence. An ack is answered only once it is written, so an acked event is
+//!   never delivered again, even across a failover; a write refused by the
+//!   fence means another node leads now, and this dispatcher stops.
+//! - Acks and nacks of events not delivered in the current generation are
+//!   ignored (and counted in `strata_subscription_ignored_settles_total`).
 //!
 //! Those rules live in the [`Ledger`]; this is its I/O shell: it reads the
 //! source, owns the clock and the consumers' channels, writes progress and
@@ -18,7 +20,6 @@
 
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use sqlx::PgPool;
 use strata_core::Direction;
 use strata_core::subscription::{NackAction, Source};
@@ -26,7 +27,8 @@ use strata_pg::lease::Fence;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::frame::frame;
-use super::ledger::{ConsumerId, Ledger};
+use super::ledger::{ConsumerId, Ledger, Outcome};
+use super::outlet::Outlet;
 use crate::live::Live;
 use crate::store::subscriptions::{self as db, Replay, SubscriptionRow};
 use crate::store::{self, AllFilter};
@@ -40,27 +42,30 @@ pub enum Refused {
     Unavailable,
 }
 
+/// What a consumer says of events it was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Handled.
+    Ack,
+    /// Not handled: retry, park or skip.
+    Nack(NackAction),
+}
+
 /// What the HTTP side asks of a dispatcher.
 #[derive(Debug)]
 pub enum Command {
-    /// A consumer connected: deliver frames into `frames`.
+    /// A consumer connected: deliver frames into `outlet`.
     Connect {
-        /// Where the consumer's SSE frames go.
-        frames: mpsc::Sender<Bytes>,
+        /// The dispatcher's end of the consumer's channel
+        /// ([`super::outlet::channel`]).
+        outlet: Outlet,
     },
-    /// Events handled.
-    Ack {
+    /// Events acked or nacked.
+    Settle {
         /// Their positions.
         positions: Vec<i64>,
-        /// Answered once the acks are written.
-        reply: oneshot::Sender<Result<(), Refused>>,
-    },
-    /// Events not handled.
-    Nack {
-        /// Their positions.
-        positions: Vec<i64>,
-        /// What to do with them.
-        action: NackAction,
+        /// What the consumer says of them.
+        how: Settle,
         /// Answered once the outcome is written.
         reply: oneshot::Sender<Result<(), Refused>>,
     },
@@ -79,9 +84,9 @@ pub enum Command {
 }
 
 /// A connected consumer's channel: the ledger knows it only by its id.
-struct Outlet {
+struct Consumer {
     id: ConsumerId,
-    frames: mpsc::Sender<Bytes>,
+    outlet: Outlet,
 }
 
 /// Events read from the source per query.
@@ -109,7 +114,7 @@ struct Dispatcher {
     ledger: Ledger,
     /// The source may hold events past the cursor.
     need_read: bool,
-    outlets: Vec<Outlet>,
+    consumers: Vec<Consumer>,
     waiting_acks: Vec<oneshot::Sender<Result<(), Refused>>>,
     last_flush: Instant,
 }
@@ -150,12 +155,17 @@ pub async fn run(
     };
     let mut d = Dispatcher {
         name: row.name.clone(),
-        ledger: Ledger::new(&row.settings, row.checkpoint, &row.settled_above),
+        ledger: Ledger::new(
+            &row.settings,
+            row.checkpoint,
+            &row.settled_above,
+            &row.delivered,
+        ),
         fence,
         pool,
         filter,
         need_read: true,
-        outlets: Vec::new(),
+        consumers: Vec::new(),
         waiting_acks: Vec::new(),
         last_flush: Instant::now(),
     };
@@ -255,15 +265,15 @@ impl Dispatcher {
 
     /// Hands waiting events to consumers, as the ledger picks them.
     fn dispatch(&mut self) {
-        let outlets = &self.outlets;
+        let consumers = &self.consumers;
         let sent = self.ledger.dispatch(Instant::now(), |delivery, preferred| {
             let frame = frame(delivery.position, delivery.json, delivery.attempt);
             // The first consumer whose channel has room takes it.
             preferred.iter().copied().find(|id| {
-                outlets
+                consumers
                     .iter()
-                    .find(|o| o.id == *id)
-                    .is_some_and(|o| o.frames.try_send(frame.clone()).is_ok())
+                    .find(|c| c.id == *id)
+                    .is_some_and(|c| c.outlet.try_send(delivery.generation, frame.clone()))
             })
         });
         if sent > 0 {
@@ -288,16 +298,16 @@ impl Dispatcher {
 
     fn prune_consumers(&mut self) {
         let gone: Vec<ConsumerId> = self
-            .outlets
+            .consumers
             .iter()
-            .filter(|o| o.frames.is_closed())
-            .map(|o| o.id)
+            .filter(|c| c.outlet.is_closed())
+            .map(|c| c.id)
             .collect();
         if gone.is_empty() {
             return;
         }
         self.ledger.disconnect(&gone);
-        self.outlets.retain(|o| !gone.contains(&o.id));
+        self.consumers.retain(|c| !gone.contains(&c.id));
     }
 
     fn next_wake(&self) -> Instant {
@@ -314,26 +324,32 @@ impl Dispatcher {
 
     async fn handle(&mut self, command: Command) -> Option<Exit> {
         match command {
-            Command::Connect { frames } => {
+            Command::Connect { outlet } => {
                 let id = self.ledger.connect();
-                self.outlets.push(Outlet { id, frames });
+                self.consumers.push(Consumer { id, outlet });
             }
-            Command::Ack { positions, reply } => {
-                for position in positions {
-                    self.ledger.ack(position);
-                }
-                self.waiting_acks.push(reply);
-            }
-            Command::Nack {
+            Command::Settle {
                 positions,
-                action,
+                how,
                 reply,
             } => {
-                let mut parked = 0;
+                let (mut parked, mut ignored) = (0, 0);
                 for position in positions {
-                    if self.ledger.nack(position, action) {
-                        parked += 1;
+                    let outcome = match how {
+                        Settle::Ack => self.ledger.ack(position),
+                        Settle::Nack(action) => self.ledger.nack(position, action),
+                    };
+                    match outcome {
+                        Outcome::Ignored => ignored += 1,
+                        Outcome::Parked => parked += 1,
+                        Outcome::Done => {}
                     }
+                }
+                if ignored > 0 {
+                    metrics::counter!("strata_subscription_ignored_settles_total")
+                        .increment(ignored);
+                    tracing::debug!(subscription = %self.name, ignored,
+                        "ignored acks or nacks of events not delivered in this generation");
                 }
                 self.parked(parked);
                 self.waiting_acks.push(reply);
@@ -370,6 +386,11 @@ impl Dispatcher {
                 match db::reset_progress(&self.pool, &self.fence, &self.name, checkpoint).await {
                     Ok(true) => {
                         self.ledger.reset(checkpoint);
+                        // Frames of the past generation still queued for a
+                        // consumer are void: they are not written.
+                        for c in &self.consumers {
+                            c.outlet.revoke_before(self.ledger.generation());
+                        }
                         self.need_read = true;
                         let _ = reply.send(Ok(()));
                     }

@@ -4,6 +4,7 @@
 pub mod dispatcher;
 mod frame;
 mod ledger;
+pub mod outlet;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::live::Live;
 use crate::store::subscriptions::SubscriptionRow;
-pub use dispatcher::{Command, Refused};
+pub use dispatcher::{Command, Refused, Settle};
 
 struct Running {
     commands: mpsc::Sender<Command>,

@@ -22,7 +22,8 @@ use super::error::StoreError;
 pub use nodes::{cluster, node_url};
 pub use parked::{ParkedPage, ParkedRow, parked};
 pub use progress::{
-    Park, Progress, Replay, events_at, mark_replay, replaying, reset_progress, write_progress,
+    Delivered, Park, Progress, Replay, events_at, mark_replay, replaying, reset_progress,
+    write_progress,
 };
 
 /// The lease resource of a subscription.
@@ -41,7 +42,10 @@ pub struct SubscriptionRow {
     pub checkpoint: i64,
     /// Settled positions above the checkpoint.
     pub settled_above: Vec<i64>,
-    /// Changes with every update or reset.
+    /// What the last leader delivered since the last reset and did not see
+    /// settled.
+    pub delivered: Vec<Delivered>,
+    /// Changes with every update.
     pub generation: i64,
 }
 
@@ -59,6 +63,8 @@ struct SubscriptionRecord {
     max_retries: i32,
     checkpoint: i64,
     settled_above: Vec<i64>,
+    delivered: Vec<i64>,
+    delivered_attempts: Vec<i32>,
     generation: i64,
 }
 
@@ -84,6 +90,12 @@ impl From<SubscriptionRecord> for SubscriptionRow {
             },
             checkpoint: r.checkpoint,
             settled_above: r.settled_above,
+            delivered: r
+                .delivered
+                .iter()
+                .zip(&r.delivered_attempts)
+                .map(|(&position, &attempts)| Delivered { position, attempts })
+                .collect(),
             generation: r.generation,
         }
     }

@@ -6,7 +6,7 @@ use std::time::Instant;
 use strata_core::subscription::{NackAction, ParkReason};
 
 use super::{Ledger, State};
-use crate::store::subscriptions::{Park, Progress};
+use crate::store::subscriptions::{Delivered, Park, Progress};
 
 /// What [`Ledger::expire`] did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -15,6 +15,18 @@ pub struct Expired {
     pub timed_out: usize,
     /// Of those, the ones out of retries: parked.
     pub parked: usize,
+}
+
+/// What an ack or a nack of one position did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing: the event was not delivered in the current generation, or
+    /// is settled already (see the module docs of the ledger).
+    Ignored,
+    /// Settled (acked, skipped), or back in line for a retry.
+    Done,
+    /// Parked.
+    Parked,
 }
 
 impl Ledger {
@@ -36,19 +48,39 @@ impl Ledger {
         }
     }
 
-    /// An event handled (acked, or nacked with `skip`). A replayed parked
-    /// event leaves the parked list; any other counts towards the
-    /// checkpoint.
-    pub fn ack(&mut self, position: i64) {
+    /// Whether a consumer may settle `position`: it was delivered in the
+    /// current generation and is not settled yet.
+    fn delivered_now(&self, position: i64) -> bool {
+        self.pending
+            .get(&position)
+            .is_some_and(|e| e.delivered_in == Some(self.generation))
+    }
+
+    /// An event done with: a replayed parked event leaves the parked list;
+    /// any other counts towards the checkpoint. `false` when it was not
+    /// pending.
+    fn settle(&mut self, position: i64) -> bool {
         self.release(position);
-        if let Some(entry) = self.pending.remove(&position) {
-            if entry.replay {
-                self.to_unpark.push(position);
-            } else {
-                self.normal_pending -= 1;
-                self.settled_above.insert(position);
-            }
-            self.dirty = true;
+        let Some(entry) = self.pending.remove(&position) else {
+            return false;
+        };
+        if entry.replay {
+            self.to_unpark.push(position);
+        } else {
+            self.normal_pending -= 1;
+            self.settled_above.insert(position);
+        }
+        self.dirty = true;
+        true
+    }
+
+    /// An event handled (acked): settled, if it was delivered in the
+    /// current generation.
+    pub fn ack(&mut self, position: i64) -> Outcome {
+        if self.delivered_now(position) && self.settle(position) {
+            Outcome::Done
+        } else {
+            Outcome::Ignored
         }
     }
 
@@ -77,22 +109,30 @@ impl Ledger {
     /// `true` when parked.
     fn retry(&mut self, position: i64, reason: ParkReason) -> bool {
         self.release(position);
-        let exhausted = self
-            .pending
-            .get(&position)
-            .is_some_and(|e| e.attempts > self.max_retries);
-        exhausted && self.park(position, reason)
+        let Some(entry) = self.pending.get(&position) else {
+            return false;
+        };
+        entry.attempts > self.max_retries && self.park(position, reason)
     }
 
-    /// An event a consumer did not handle; `true` when it is parked now.
-    pub fn nack(&mut self, position: i64, action: NackAction) -> bool {
-        match action {
+    /// An event a consumer did not handle, if it was delivered in the
+    /// current generation.
+    pub fn nack(&mut self, position: i64, action: NackAction) -> Outcome {
+        if !self.delivered_now(position) {
+            return Outcome::Ignored;
+        }
+        let parked = match action {
             NackAction::Retry => self.retry(position, ParkReason::MaxRetries),
             NackAction::Park => self.park(position, ParkReason::Nack),
             NackAction::Skip => {
-                self.ack(position);
+                self.settle(position);
                 false
             }
+        };
+        if parked {
+            Outcome::Parked
+        } else {
+            Outcome::Done
         }
     }
 
@@ -115,8 +155,10 @@ impl Ledger {
         expired
     }
 
-    /// Delivers again from `checkpoint + 1`: what was read or settled is
-    /// forgotten; replayed parked events stay in line.
+    /// Delivers again from `checkpoint + 1`, in a new generation: what was
+    /// read, delivered or settled is forgotten, and acks of deliveries made
+    /// before are ignored from now on; replayed parked events stay in line
+    /// (with their attempts, as deliveries of the past generation).
     pub fn reset(&mut self, checkpoint: i64) {
         let positions: Vec<i64> = self.pending.keys().copied().collect();
         for position in positions {
@@ -125,8 +167,15 @@ impl Ledger {
         self.pending.retain(|_, e| e.replay);
         self.normal_pending = 0;
         self.settled_above.clear();
+        self.carried.clear();
+        self.generation += 1;
         self.checkpoint = checkpoint;
         self.cursor = checkpoint + 1;
+    }
+
+    /// The current generation of deliveries.
+    pub fn generation(&self) -> u64 {
+        self.generation
     }
 
     /// The checkpoint the settled events allow: everything below the first
@@ -145,6 +194,20 @@ impl Ledger {
     /// What a write of the progress now carries.
     pub fn progress(&self) -> Progress {
         let checkpoint = self.settled_checkpoint();
+        let mut delivered: Vec<Delivered> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| e.delivered_in == Some(self.generation))
+            .map(|(&position, e)| Delivered {
+                position,
+                attempts: e.attempts as i32,
+            })
+            .chain(self.carried.iter().map(|(&position, &attempts)| Delivered {
+                position,
+                attempts: attempts as i32,
+            }))
+            .collect();
+        delivered.sort_by_key(|d| d.position);
         Progress {
             checkpoint,
             settled_above: self
@@ -152,6 +215,7 @@ impl Ledger {
                 .range(checkpoint + 1..)
                 .copied()
                 .collect(),
+            delivered,
             in_flight: self.in_flight as i32,
             consumers: self.consumers.len() as i32,
             park: self.to_park.clone(),

@@ -3,9 +3,12 @@
 //!
 //! - [`settling`]: acks, nacks, timeouts, parking, replays and resets, and
 //!   the checkpoint they allow;
+//! - [`generations`]: which acks and nacks count, across resets and
+//!   failovers;
 //! - [`delivery`]: who gets which event when, and in which order.
 
 mod delivery;
+mod generations;
 mod settling;
 
 use std::time::{Duration, Instant};
@@ -52,7 +55,7 @@ fn event(position: i64, stream: &str) -> StoredEvent {
 /// A ledger that read `events` from the source (up to the last of them),
 /// starting from checkpoint 0.
 fn given(settings: &SubscriptionSettings, events: &[StoredEvent]) -> Ledger {
-    let mut ledger = Ledger::new(settings, 0, &[]);
+    let mut ledger = Ledger::new(settings, 0, &[], &[]);
     read(&mut ledger, events);
     ledger
 }
@@ -97,6 +100,10 @@ fn positions(sent: &[Sent]) -> Vec<i64> {
 
 fn ack_all(ledger: &mut Ledger, positions: &[i64]) {
     for &position in positions {
-        ledger.ack(position);
+        assert_eq!(
+            ledger.ack(position),
+            super::Outcome::Done,
+            "ack of {position}"
+        );
     }
 }
