@@ -111,7 +111,7 @@ impl Application {
             })
         };
         let appender = Appender::start(pool.clone(), config.committers, on_commit);
-        let subscriptions = Subscriptions::new(pool.clone(), live.clone());
+        let subscriptions = Subscriptions::new(pool.clone(), live.clone(), notifications.clone());
         let leases = Leases::new(pool.clone(), config.node_id.clone(), config.lease_ttl);
         let state = AppState {
             pool,

@@ -85,7 +85,7 @@ mod tests {
         );
         let live = Live::start(
             pool.clone(),
-            notifications,
+            notifications.clone(),
             LiveOptions {
                 poll_interval: Duration::from_secs(60),
             },
@@ -98,7 +98,11 @@ mod tests {
             limits: Limits::default(),
             body_budget: Arc::new(Semaphore::new(1)),
             metrics: PrometheusBuilder::new().build_recorder().handle(),
-            subscriptions: crate::subscriptions::Subscriptions::new(pool.clone(), live.clone()),
+            subscriptions: crate::subscriptions::Subscriptions::new(
+                pool.clone(),
+                live.clone(),
+                notifications,
+            ),
             leases: strata_pg::lease::Leases::new(
                 pool.clone(),
                 "routes-test",

@@ -13,11 +13,14 @@
 //!   fence means another node leads now, and this dispatcher stops.
 //! - Acks and nacks of events not delivered in the current generation are
 //!   ignored (and counted in `strata_subscription_ignored_settles_total`).
+//! - A hard delete's notice drops the erased events, buffered or out; before
+//!   an event goes out again it is looked up, in case a notice was missed.
 //!
 //! Those rules live in the [`Ledger`]; this is its I/O shell: it reads the
 //! source, owns the clock and the consumers' channels, writes progress and
 //! answers commands.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
@@ -27,9 +30,10 @@ use strata_pg::lease::Fence;
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::frame::frame;
-use super::ledger::{ConsumerId, Ledger, Outcome};
+use super::ledger::{ConsumerId, Ledger, Outcome, Revoked};
 use super::outlet::Outlet;
 use crate::live::Live;
+use crate::notifications::{Erasure, Erasures};
 use crate::store::subscriptions::{self as db, Replay, SubscriptionRow};
 use crate::store::{self, AllFilter};
 
@@ -133,7 +137,7 @@ pub async fn run(
     row: SubscriptionRow,
     fence: Fence,
     pool: PgPool,
-    live: Live,
+    (live, mut erasures): (Live, Erasures),
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
 ) -> Exit {
@@ -179,6 +183,7 @@ pub async fn run(
             return d.exit(Exit::Stopped);
         }
         d.refill().await;
+        d.check_erased().await;
         d.dispatch();
         if d.wants_flush() && d.flush().await == Flush::Fenced {
             return d.exit(Exit::Fenced);
@@ -203,6 +208,11 @@ pub async fn run(
                 Ok(batch) => if batch.end >= d.ledger.cursor() { d.need_read = true },
                 Err(broadcast::error::RecvError::Lagged(_)) => d.need_read = true,
                 Err(broadcast::error::RecvError::Closed) => return d.exit(Exit::Stopped),
+            },
+            erasure = erasures.recv() => match erasure {
+                Some(Erasure::Stream(stream)) => d.erase_stream(&stream),
+                Some(Erasure::MaybeMissed) => d.ledger.recheck_all(),
+                None => return d.exit(Exit::Stopped),
             },
             _ = tokio::time::sleep_until(wake_at.into()) => d.expire(),
             _ = prune.tick() => d.prune_consumers(),
@@ -263,6 +273,48 @@ impl Dispatcher {
         }
     }
 
+    /// Looks up the events the ledger wants checked before they go out
+    /// again: those a hard delete erased are dropped (their notice was
+    /// missed, or has not arrived yet). When the database fails they wait
+    /// for the next round.
+    async fn check_erased(&mut self) {
+        let positions = self.ledger.to_check();
+        if positions.is_empty() {
+            return;
+        }
+        match db::existing(&self.pool, &positions).await {
+            Ok(existing) => {
+                let existing: HashSet<i64> = existing.into_iter().collect();
+                let revoked = self.ledger.checked(&positions, &existing);
+                self.revoke(&revoked);
+            }
+            Err(error) => {
+                tracing::warn!(subscription = %self.name, %error,
+                    "cannot check that events still exist before delivering them again; retrying");
+            }
+        }
+    }
+
+    /// A hard delete erased `stream`: its events are dropped.
+    fn erase_stream(&mut self, stream: &str) {
+        let revoked = self.ledger.erase_stream(stream);
+        self.revoke(&revoked);
+    }
+
+    /// Takes back the frames of `revoked` deliveries that have not reached
+    /// their consumer yet.
+    fn revoke(&self, revoked: &[Revoked]) {
+        for r in revoked {
+            if let Some(c) = self.consumers.iter().find(|c| c.id == r.consumer) {
+                c.outlet.revoke(r.position);
+            }
+        }
+        if !revoked.is_empty() {
+            metrics::counter!("strata_subscription_erased_deliveries_total")
+                .increment(revoked.len() as u64);
+        }
+    }
+
     /// Hands waiting events to consumers, as the ledger picks them.
     fn dispatch(&mut self) {
         let consumers = &self.consumers;
@@ -270,10 +322,10 @@ impl Dispatcher {
             let frame = frame(delivery.position, delivery.json, delivery.attempt);
             // The first consumer whose channel has room takes it.
             preferred.iter().copied().find(|id| {
-                consumers
-                    .iter()
-                    .find(|c| c.id == *id)
-                    .is_some_and(|c| c.outlet.try_send(delivery.generation, frame.clone()))
+                consumers.iter().find(|c| c.id == *id).is_some_and(|c| {
+                    c.outlet
+                        .try_send(delivery.position, delivery.generation, frame.clone())
+                })
             })
         });
         if sent > 0 {

@@ -2,12 +2,15 @@
 //! a way to take back deliveries that have not reached the consumer yet.
 //!
 //! Frames wait in the channel while the consumer's connection is slow. A
-//! reset voids every delivery made before it: the consumer's side skips
-//! those frames instead of writing them ([`Deliveries::recv`]), so that no
-//! frame of a void delivery leaves the node after the reset.
+//! reset voids every delivery made before it, and a hard delete the
+//! deliveries of the erased events: the consumer's side skips those
+//! frames instead of writing them ([`Deliveries::recv`]), so that no frame
+//! of a void delivery, nor any copy of an erased event, leaves the node
+//! after the dispatcher learnt of it.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use tokio::sync::mpsc;
@@ -19,6 +22,7 @@ pub const CAPACITY: usize = 256;
 /// One delivery on its way to the consumer.
 #[derive(Debug)]
 struct Frame {
+    position: i64,
     generation: u64,
     bytes: Bytes,
 }
@@ -28,11 +32,17 @@ struct Frame {
 struct Revoked {
     /// Frames of generations before this one are void (a reset).
     generation: AtomicU64,
+    /// Positions whose frames are void (erased events).
+    positions: Mutex<HashSet<i64>>,
 }
 
 impl Revoked {
     fn keeps(&self, frame: &Frame) -> bool {
-        frame.generation >= self.generation.load(Ordering::Acquire)
+        if frame.generation < self.generation.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut positions = self.positions.lock().unwrap_or_else(|p| p.into_inner());
+        positions.is_empty() || !positions.remove(&frame.position)
     }
 }
 
@@ -59,8 +69,12 @@ pub struct Outlet {
 impl Outlet {
     /// Queues a frame for the consumer; `false` when its channel is full or
     /// closed.
-    pub(super) fn try_send(&self, generation: u64, bytes: Bytes) -> bool {
-        let frame = Frame { generation, bytes };
+    pub(super) fn try_send(&self, position: i64, generation: u64, bytes: Bytes) -> bool {
+        let frame = Frame {
+            position,
+            generation,
+            bytes,
+        };
         self.sender.try_send(frame).is_ok()
     }
 
@@ -74,6 +88,15 @@ impl Outlet {
         self.revoked
             .generation
             .fetch_max(generation, Ordering::AcqRel);
+    }
+
+    /// The frame of `position` is void, if still queued.
+    pub(super) fn revoke(&self, position: i64) {
+        self.revoked
+            .positions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(position);
     }
 }
 
@@ -111,15 +134,19 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn frames_of_a_past_generation_are_skipped() {
-        // Given frames of generation 0 (1, 2) and 1 (3) queued.
+    async fn revoked_frames_are_skipped_and_the_others_kept() {
+        // Given frames of generation 0 (positions 1, 2) and 1 (position 3)
+        // queued.
         let (outlet, mut deliveries) = channel();
-        for (position, generation) in [(1, 0), (2, 0), (3, 1)] {
-            assert!(outlet.try_send(generation, Bytes::from(position.to_string())));
+        for (position, generation) in [(1, 0), (2, 0), (3, 1), (4, 1)] {
+            assert!(outlet.try_send(position, generation, Bytes::from(position.to_string())));
         }
 
-        // When generation 0 is void (a reset), then only 3 is written.
+        // When generation 0 is void and position 4 is revoked.
         outlet.revoke_before(1);
+        outlet.revoke(4);
+
+        // Then only 3 is written.
         assert_eq!(deliveries.recv().await, Some(Bytes::from("3")));
         assert_eq!(deliveries.try_recv(), None);
         drop(outlet);

@@ -2,8 +2,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use strata_tests::{WorkerProcess, wait_until};
+use strata_tests::{NodeBuilder, TestDatabase, WorkerProcess, wait_until};
 
+use crate::subscriptions::{ack, consumer, create, delivery, leader, status};
 use crate::{events, setup};
 
 const T: Duration = Duration::from_secs(20);
@@ -122,6 +123,94 @@ async fn delete_checks_the_expected_version() {
     let r = api.delete("/streams/d-1?expected_version=soon").await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(r.body["field"], "expected_version");
+}
+
+#[tokio::test]
+async fn a_hard_delete_ends_persistent_subscription_deliveries_on_the_leader() {
+    let db = TestDatabase::create().await;
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(
+            NodeBuilder::new(db.url())
+                .args(["--node-id", &format!("n{i}"), "--lease-ttl-ms", "2000"])
+                .start()
+                .await,
+        );
+    }
+    let api = nodes[0].api();
+    // "held": only the delete's notice frees what is out (the ack timeout
+    // is ten minutes); "lapsing": the ack timeout passes many times while
+    // the test runs, so the events out would go out again.
+    for (name, timeout) in [("held", 600_000), ("lapsing", 200)] {
+        create(
+            &api,
+            name,
+            json!({"source": {"all": true}, "partition_by": "none", "max_in_flight": 2,
+                   "ack_timeout_ms": timeout, "max_retries": 1000}),
+        )
+        .await;
+    }
+    api.append("hd-1", json!("any"), events("Secret", 5)).await;
+    let mut consumers = Vec::new();
+    let mut leaders = Vec::new();
+    for name in ["held", "lapsing"] {
+        let leader = if leader(&api, name).await == "n0" {
+            0
+        } else {
+            1
+        };
+        let mut sse = consumer(&nodes[leader].url(), name).await;
+        let held = [
+            delivery(&mut sse, T).await.unwrap().0,
+            delivery(&mut sse, T).await.unwrap().0,
+        ];
+        assert_eq!(held, [1, 2], "{name}");
+        consumers.push(sse);
+        leaders.push(nodes[leader].api());
+    }
+
+    // Erased through the node that does not lead "held".
+    let other = if leaders[0].base() == nodes[0].url() {
+        1
+    } else {
+        0
+    };
+    let other = nodes[other].api();
+    let r = other.delete("/streams/hd-1?hard=true").await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+    other
+        .append("kept-1", json!("any"), events("Public", 1))
+        .await;
+
+    for ((name, sse), leader) in ["held", "lapsing"]
+        .into_iter()
+        .zip(&mut consumers)
+        .zip(&leaders)
+    {
+        // The next delivery is the later event: no redelivery of what was
+        // out, none of what waited behind it.
+        let (position, event) = delivery(sse, T).await.unwrap();
+        assert_eq!(
+            (position, event["stream"].as_str()),
+            (6, Some("kept-1")),
+            "{name}: {event}"
+        );
+        // The consumer's ack of the erased events it holds is harmless.
+        assert_eq!(ack(leader, name, &[1, 2]).await, StatusCode::NO_CONTENT);
+        assert_eq!(ack(leader, name, &[6]).await, StatusCode::NO_CONTENT);
+        wait_until(T, "everything to settle", || async {
+            let s = status(&api, name).await;
+            s["checkpoint"] == 6 && s["in_flight"] == 0
+        })
+        .await;
+    }
+    // A consumer connecting later gets what comes next, nothing erased.
+    drop(consumers);
+    let mut late = consumer(leaders[0].base(), "held").await;
+    api.append("kept-1", json!("any"), events("Public", 1))
+        .await;
+    let (position, _) = delivery(&mut late, T).await.unwrap();
+    assert_eq!(position, 7);
 }
 
 #[tokio::test]

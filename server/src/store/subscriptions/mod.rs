@@ -22,7 +22,7 @@ use super::error::StoreError;
 pub use nodes::{cluster, node_url};
 pub use parked::{ParkedPage, ParkedRow, parked};
 pub use progress::{
-    Delivered, Park, Progress, Replay, events_at, mark_replay, replaying, reset_progress,
+    Delivered, Park, Progress, Replay, events_at, existing, mark_replay, replaying, reset_progress,
     write_progress,
 };
 

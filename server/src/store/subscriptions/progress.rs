@@ -169,6 +169,20 @@ pub async fn mark_replay(
     Ok(Some(positions))
 }
 
+/// Which of `positions` still have an event (a hard delete erases them).
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn existing(pool: &PgPool, positions: &[i64]) -> Result<Vec<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT position FROM events WHERE position = ANY($1)")
+            .bind(positions)
+            .fetch_all(pool)
+            .await?,
+    )
+}
+
 /// The events at `positions` (those that still exist), by position.
 ///
 /// # Errors

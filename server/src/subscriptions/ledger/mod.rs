@@ -20,8 +20,14 @@
 //! ([`Delivered`]), so a new leader settles acks of deliveries the old one
 //! made and goes on counting their attempts towards `max_retries`.
 //!
+//! **Erasure.** A hard delete erases a stream's events for good: [`Ledger::erase_stream`]
+//! (told by a notice) and [`Ledger::checked`] (a check against the database,
+//! before any redelivery) drop them, settled for the checkpoint since
+//! nothing is left to deliver; the deliveries of them still out are handed
+//! back so the dispatcher can revoke their frames.
+//!
 //! This module takes events in and hands them out; [`settle`] holds what
-//! acks, nacks, timeouts and resets do, and the progress to write.
+//! acks, nacks, timeouts, resets and erasures do, and the progress to write.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -35,7 +41,7 @@ use crate::store::StoredEvent;
 use crate::store::subscriptions::{Delivered, Park};
 
 mod settle;
-pub use settle::Outcome;
+pub use settle::{Outcome, Revoked};
 #[cfg(test)]
 mod tests;
 
@@ -56,6 +62,8 @@ enum State {
 #[derive(Debug)]
 struct Entry {
     json: Bytes,
+    /// Its stream: what a hard delete names.
+    stream: Arc<str>,
     key: Option<Arc<str>>,
     attempts: u32,
     /// The generation it was last delivered in (`None`: never delivered).
@@ -110,6 +118,11 @@ pub struct Ledger {
     /// the read buffer.
     normal_pending: usize,
     in_flight: usize,
+    /// Events back in line after a delivery (timed out, nacked with
+    /// `retry`, their consumer gone), or all of them after a notice may have
+    /// been missed: each goes out again only after a look in the database
+    /// that a hard delete did not erase it meanwhile.
+    recheck: BTreeSet<i64>,
     /// Partitions with an event out.
     busy: HashSet<Arc<str>>,
     /// When the events out lapse.
@@ -148,6 +161,7 @@ impl Ledger {
             pending: BTreeMap::new(),
             normal_pending: 0,
             in_flight: 0,
+            recheck: BTreeSet::new(),
             busy: HashSet::new(),
             deadlines: BTreeSet::new(),
             consumers: Vec::new(),
@@ -209,6 +223,7 @@ impl Ledger {
         let carried = self.carried.remove(&event.position);
         Entry {
             json: frame::event_json(event),
+            stream: Arc::from(event.stream.as_str()),
             key: self.key_of(event),
             attempts: carried.unwrap_or(0),
             delivered_in: carried.map(|_| self.generation),
@@ -286,6 +301,7 @@ impl Ledger {
             .collect();
         for position in orphans {
             self.release(position);
+            self.recheck.insert(position);
         }
         self.consumers.retain(|c| !gone.contains(&c.id));
         self.dirty = true;
@@ -293,7 +309,8 @@ impl Ledger {
 
     /// Hands waiting events out, in position order, while fewer than
     /// `max_in_flight` are out; with partitions, one per partition and never
-    /// ahead of an earlier event of it. `offer` gets each delivery with the
+    /// ahead of an earlier event of it. An event waiting for its look in the
+    /// database ([`Ledger::to_check`]) does not go out yet. `offer` gets each delivery with the
     /// consumers to try in order (the fewest events out first; for a
     /// redelivery, the one that let it lapse last) and answers which one
     /// took it; `None` (every consumer full) stops the round. Returns the
@@ -315,7 +332,7 @@ impl Ledger {
             if self.in_flight >= max {
                 break;
             }
-            let ready = entry.state == State::Waiting;
+            let ready = entry.state == State::Waiting && !self.recheck.contains(&position);
             if partitioned {
                 let key = entry.key.as_ref().expect("partitioned entries have keys");
                 if !ready || self.busy.contains(key) || blocked.contains(key) {

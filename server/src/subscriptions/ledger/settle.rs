@@ -1,11 +1,12 @@
-//! Settling: what acks, nacks, timeouts and resets do to the events out,
-//! and the progress that leaves to write.
+//! Settling: what acks, nacks, timeouts, resets and erasures do to the
+//! events out, and the progress that leaves to write.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use strata_core::subscription::{NackAction, ParkReason};
 
-use super::{Ledger, State};
+use super::{ConsumerId, Ledger, State};
 use crate::store::subscriptions::{Delivered, Park, Progress};
 
 /// What [`Ledger::expire`] did.
@@ -27,6 +28,16 @@ pub enum Outcome {
     Done,
     /// Parked.
     Parked,
+}
+
+/// A delivery revoked by an erasure: its frame must not reach the
+/// consumer if it has not yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revoked {
+    /// The consumer it went to.
+    pub consumer: ConsumerId,
+    /// Its position.
+    pub position: i64,
 }
 
 impl Ledger {
@@ -61,6 +72,7 @@ impl Ledger {
     /// pending.
     fn settle(&mut self, position: i64) -> bool {
         self.release(position);
+        self.recheck.remove(&position);
         let Some(entry) = self.pending.remove(&position) else {
             return false;
         };
@@ -88,6 +100,7 @@ impl Ledger {
     /// parked list. `false` when it was not pending.
     fn park(&mut self, position: i64, reason: ParkReason) -> bool {
         self.release(position);
+        self.recheck.remove(&position);
         let Some(entry) = self.pending.remove(&position) else {
             return false;
         };
@@ -104,15 +117,19 @@ impl Ledger {
         true
     }
 
-    /// An event back from a consumer unhandled: it waits to go out again,
-    /// or is parked once it went out `max_retries` times after the first.
-    /// `true` when parked.
+    /// An event back from a consumer unhandled: it waits to go out again
+    /// (after a look that it still exists), or is parked once it went out
+    /// `max_retries` times after the first. `true` when parked.
     fn retry(&mut self, position: i64, reason: ParkReason) -> bool {
         self.release(position);
         let Some(entry) = self.pending.get(&position) else {
             return false;
         };
-        entry.attempts > self.max_retries && self.park(position, reason)
+        if entry.attempts > self.max_retries {
+            return self.park(position, reason);
+        }
+        self.recheck.insert(position);
+        false
     }
 
     /// An event a consumer did not handle, if it was delivered in the
@@ -165,6 +182,7 @@ impl Ledger {
             self.release(position);
         }
         self.pending.retain(|_, e| e.replay);
+        self.recheck.retain(|p| self.pending.contains_key(p));
         self.normal_pending = 0;
         self.settled_above.clear();
         self.carried.clear();
@@ -176,6 +194,59 @@ impl Ledger {
     /// The current generation of deliveries.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Every event of `stream` was erased (a hard delete): its pending
+    /// events are dropped, settled since nothing is left to deliver.
+    /// Returns the deliveries of them still out.
+    pub fn erase_stream(&mut self, stream: &str) -> Vec<Revoked> {
+        let positions: Vec<i64> = self
+            .pending
+            .iter()
+            .filter(|(_, e)| &*e.stream == stream)
+            .map(|(p, _)| *p)
+            .collect();
+        self.erase(&positions)
+    }
+
+    fn erase(&mut self, positions: &[i64]) -> Vec<Revoked> {
+        let mut revoked = Vec::new();
+        for &position in positions {
+            if let Some(State::InFlight { consumer, .. }) =
+                self.pending.get(&position).map(|e| e.state)
+            {
+                revoked.push(Revoked { consumer, position });
+            }
+            self.settle(position);
+        }
+        revoked
+    }
+
+    /// A notice of an erasure may have been missed: every pending event
+    /// waits for a look in the database before it goes out (again).
+    pub fn recheck_all(&mut self) {
+        self.recheck.extend(self.pending.keys().copied());
+    }
+
+    /// The positions that wait for a look in the database before they go
+    /// out (see [`Ledger::checked`]).
+    pub fn to_check(&self) -> Vec<i64> {
+        self.recheck.iter().copied().collect()
+    }
+
+    /// The look at `checked` (from [`Ledger::to_check`]) found `existing`
+    /// still stored: those may go out; the others were erased and are
+    /// dropped like [`Ledger::erase_stream`] drops them.
+    pub fn checked(&mut self, checked: &[i64], existing: &HashSet<i64>) -> Vec<Revoked> {
+        let erased: Vec<i64> = checked
+            .iter()
+            .copied()
+            .filter(|p| !existing.contains(p))
+            .collect();
+        for position in checked {
+            self.recheck.remove(position);
+        }
+        self.erase(&erased)
     }
 
     /// The checkpoint the settled events allow: everything below the first

@@ -5,7 +5,7 @@ use std::time::Instant;
 use strata_core::subscription::PartitionBy;
 use uuid::Uuid;
 
-use super::{Sent, TIMEOUT, ack_all, deliver, event, given, positions, settings};
+use super::{Sent, TIMEOUT, ack_all, deliver, event, given, look_up, positions, settings};
 use crate::store::StoredEvent;
 
 #[test]
@@ -73,6 +73,7 @@ fn a_partition_waits_while_its_earlier_event_waits_to_go_out_again() {
     let now = Instant::now();
     deliver(&mut ledger, now);
     ledger.expire(now + TIMEOUT);
+    look_up(&mut ledger, &[]);
 
     // When the consumer has no room for the redelivery.
     let mut offered = Vec::new();
