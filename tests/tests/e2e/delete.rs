@@ -188,8 +188,12 @@ async fn a_hard_delete_ends_persistent_subscription_deliveries_on_the_leader() {
         .zip(&leaders)
     {
         // The next delivery is the later event: no redelivery of what was
-        // out, none of what waited behind it.
-        let (position, event) = delivery(sse, T).await.unwrap();
+        // out, none of what waited behind it. (Bounded as a whole: pings
+        // restart the wait for each frame.)
+        let (position, event) = tokio::time::timeout(T, delivery(sse, T))
+            .await
+            .unwrap_or_else(|_| panic!("{name}: no delivery within {T:?}"))
+            .unwrap();
         assert_eq!(
             (position, event["stream"].as_str()),
             (6, Some("kept-1")),
