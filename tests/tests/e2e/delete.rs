@@ -2,9 +2,9 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::json;
-use strata_tests::{NodeBuilder, TestDatabase, WorkerProcess, wait_until};
+use strata_tests::{TestDatabase, WorkerProcess, wait_until};
 
-use crate::subscriptions::{ack, consumer, create, delivery, leader, status};
+use crate::subscriptions::{ack, consumer, create, delivery, leader, status, two_nodes};
 use crate::{events, setup};
 
 const T: Duration = Duration::from_secs(20);
@@ -128,15 +128,7 @@ async fn delete_checks_the_expected_version() {
 #[tokio::test]
 async fn a_hard_delete_ends_persistent_subscription_deliveries_on_the_leader() {
     let db = TestDatabase::create().await;
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        nodes.push(
-            NodeBuilder::new(db.url())
-                .args(["--node-id", &format!("n{i}"), "--lease-ttl-ms", "2000"])
-                .start()
-                .await,
-        );
-    }
+    let nodes = two_nodes(&db).await;
     let api = nodes[0].api();
     // "held": only the delete's notice frees what is out (the ack timeout
     // is ten minutes); "lapsing": the ack timeout passes many times while

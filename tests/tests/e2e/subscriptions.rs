@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use strata_tests::{Api, NodeBuilder, Sse, TestDatabase, wait_until};
+use strata_tests::{Api, NodeBuilder, Sse, StrataNode, TestDatabase, wait_until};
 
 use crate::{events, setup};
 
@@ -727,15 +727,7 @@ async fn the_parked_list_pages_with_a_cursor() {
 #[tokio::test]
 async fn a_failover_goes_on_counting_attempts() {
     let db = TestDatabase::create().await;
-    let mut nodes = Vec::new();
-    for i in 0..2 {
-        nodes.push(
-            NodeBuilder::new(db.url())
-                .args(["--node-id", &format!("n{i}"), "--lease-ttl-ms", "2000"])
-                .start()
-                .await,
-        );
-    }
+    let mut nodes = two_nodes(&db).await;
     let api = nodes[0].api();
     create(
         &api,
@@ -770,6 +762,20 @@ async fn a_failover_goes_on_counting_attempts() {
         StatusCode::NO_CONTENT
     );
     assert_eq!(status(&api, "counted").await["parked"], 1);
+}
+
+/// Two nodes, `n0` and `n1`, on `db` (lease TTL 2 s).
+pub async fn two_nodes(db: &TestDatabase) -> Vec<StrataNode> {
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(
+            NodeBuilder::new(db.url())
+                .args(["--node-id", &format!("n{i}"), "--lease-ttl-ms", "2000"])
+                .start()
+                .await,
+        );
+    }
+    nodes
 }
 
 /// The node leading `name`, once one does.
