@@ -199,7 +199,9 @@ pub struct SubscriptionSettings {
     /// What it reads.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub source: Source,
-    /// Where a new subscription starts (ignored by updates).
+    /// Where a new subscription starts. Only creation applies it: an update
+    /// leaves it out or repeats the stored one (another value is refused,
+    /// `409 start_from_conflict`; `reset` moves a subscription).
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub start_from: StartFrom,
@@ -382,12 +384,15 @@ pub struct ParkedEvent {
     pub event: Option<RecordedEvent>,
 }
 
-/// The answer of `GET /subscriptions/{name}/parked`.
+/// The answer of `GET /subscriptions/{name}/parked?after=&limit=`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParkedList {
     /// Parked events by position.
     pub parked: Vec<ParkedEvent>,
+    /// The `after` of the following page; `None` when there is none.
+    #[serde(default)]
+    pub next: Option<u64>,
 }
 
 #[cfg(test)]

@@ -13,11 +13,14 @@
 //! - [`retry`]: the one backoff policy for work that waits on PostgreSQL;
 //! - [`report`]: an error and its causes on one line, each said once (sqlx's
 //!   errors repeat their causes in their messages).
+//! - [`erasure`]: the lock by which hard deletes and projection batches
+//!   keep erased events out of read models.
 //!
 //! `strata-core` holds the wire types only; this crate is where a database
 //! crate enters the tree, and the SDK does not depend on it.
 
 pub mod connect;
+pub mod erasure;
 pub mod lease;
 pub mod log;
 pub mod migrate;

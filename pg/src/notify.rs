@@ -15,8 +15,9 @@ pub enum Channel {
     /// Events were committed: the payload is a [`CommitNotice`] (or a LISTEN
     /// probe, see [`probe_payload`]).
     Events,
-    /// Coordinators should look at the cluster now (a subscription was
-    /// created or deleted, a lease released). No payload.
+    /// A [`ClusterNotice`]: coordinators should look at the cluster now (a
+    /// subscription was created or deleted, a lease released), or a stream
+    /// was hard-deleted.
     Cluster,
     /// A projection was asked to pause, resume or rebuild; the payload is its
     /// name.
@@ -75,6 +76,48 @@ impl CommitNotice {
     }
 }
 
+/// What is said on [`Channel::Cluster`].
+///
+/// ```
+/// use strata_pg::notify::ClusterNotice;
+/// let erased = ClusterNotice::StreamErased("account-42".into());
+/// assert_eq!(erased.payload(), "erased:account-42");
+/// assert_eq!(ClusterNotice::parse(&erased.payload()), erased);
+/// assert_eq!(ClusterNotice::parse(""), ClusterNotice::Wake);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClusterNotice {
+    /// Coordinators should look at the cluster now (a subscription was
+    /// created or deleted, a lease released). The empty payload; anything
+    /// this version does not read is taken as one too.
+    Wake,
+    /// Every event of this stream was erased (a hard delete). Sent inside
+    /// the deleting transaction, so it is delivered when, and only if, the
+    /// erasure commits: whoever hears it drops the copies it holds. Written
+    /// as `erased:<stream>` (stream names fit NOTIFY's 8000-byte payload).
+    StreamErased(String),
+}
+
+impl ClusterNotice {
+    const ERASED: &'static str = "erased:";
+
+    /// The payload text.
+    pub fn payload(&self) -> String {
+        match self {
+            ClusterNotice::Wake => String::new(),
+            ClusterNotice::StreamErased(stream) => format!("{}{stream}", Self::ERASED),
+        }
+    }
+
+    /// Reads a payload of [`Channel::Cluster`].
+    pub fn parse(payload: &str) -> ClusterNotice {
+        match payload.strip_prefix(Self::ERASED) {
+            Some(stream) if !stream.is_empty() => ClusterNotice::StreamErased(stream.to_owned()),
+            _ => ClusterNotice::Wake,
+        }
+    }
+}
+
 /// The payload of a LISTEN probe of node `node`: a notification a node sends
 /// itself to check that its LISTEN connection hears (it does not behind a
 /// pooler in transaction mode). Never parses as a [`CommitNotice`].
@@ -118,6 +161,14 @@ mod tests {
     fn a_probe_is_not_a_commit_notice() {
         assert_eq!(CommitNotice::parse(&probe_payload("n1", "abc")), None);
         assert_eq!(CommitNotice::parse(""), None);
+    }
+
+    #[test]
+    fn a_stream_name_with_colons_survives_an_erasure_notice() {
+        let notice = ClusterNotice::StreamErased("a:b:c".into());
+        assert_eq!(ClusterNotice::parse(&notice.payload()), notice);
+        assert_eq!(ClusterNotice::parse("erased:"), ClusterNotice::Wake);
+        assert_eq!(ClusterNotice::parse("something else"), ClusterNotice::Wake);
     }
 
     #[test]

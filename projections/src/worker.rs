@@ -1,6 +1,12 @@
 //! The worker runtime: stand by until this worker holds the projection's
 //! lease, then apply `$all` in batches, each batch and its checkpoint in one
 //! fenced transaction.
+//!
+//! A batch is read before its transaction applies it, so a hard delete may
+//! erase some of its events in between: before committing, the transaction
+//! checks under [`strata_pg::erasure`]'s lock that every event of the batch
+//! still exists, and otherwise rolls back and reads the batch again (without
+//! them). No read model commits an event after its erasure did.
 
 use std::future::Future;
 use std::time::Duration;
@@ -340,6 +346,16 @@ impl<P: Projection> Worker<P> {
         }
         match self.projection.apply(&mut tx, &events).await {
             Ok(()) => {
+                let positions: Vec<i64> = page.events.iter().map(|e| e.position).collect();
+                strata_pg::erasure::lock_shared(&mut tx).await?;
+                let left = strata_pg::erasure::count_existing(&mut tx, &positions).await?;
+                if left < positions.len() as i64 {
+                    drop(tx);
+                    tracing::info!(projection = %name, erased = positions.len() as i64 - left,
+                        "events of the batch were erased by a hard delete while it was applied; \
+                         rolled back, applying it again without them");
+                    return Ok(Flow::Continue);
+                }
                 sqlx::query(
                     "UPDATE projections SET checkpoint = $2, state = $3, failures = 0, last_error = NULL, \
                      updated_at = clock_timestamp() WHERE name = $1",

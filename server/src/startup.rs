@@ -123,7 +123,7 @@ impl Application {
             })
         };
         let appender = Appender::start(pool.clone(), config.committers, on_commit);
-        let subscriptions = Subscriptions::new(pool.clone(), live.clone());
+        let subscriptions = Subscriptions::new(pool.clone(), live.clone(), notifications.clone());
         let state = AppState {
             pool: pool.clone(),
             appender,

@@ -33,6 +33,15 @@ pub enum ApiError {
     WrongExpectedVersion(WrongExpectedVersion),
     /// `409 duplicate_event_id`.
     DuplicateEventId(Vec<Uuid>),
+    /// Another `409`: the request does not fit what is stored.
+    Conflict {
+        /// The error code.
+        code: &'static str,
+        /// What does not fit, and what to do instead.
+        message: String,
+        /// Code-specific details, flattened into the body.
+        details: JsonObject,
+    },
     /// `410 stream_deleted`.
     StreamDeleted(String),
     /// `413 payload_too_large`.
@@ -119,6 +128,14 @@ impl ApiError {
                      use fresh ids for new events"
                         .into(),
                 )
+            }
+            ApiError::Conflict {
+                code,
+                message,
+                details: extra,
+            } => {
+                details.extend(extra.clone());
+                (StatusCode::CONFLICT, *code, message.clone())
             }
             ApiError::StreamDeleted(stream) => {
                 details.insert("stream".into(), Value::String(stream.clone()));

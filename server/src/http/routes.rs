@@ -85,7 +85,7 @@ mod tests {
         );
         let live = Live::start(
             pool.clone(),
-            notifications,
+            notifications.clone(),
             LiveOptions {
                 poll_interval: Duration::from_secs(60),
                 buffer_bytes: 1 << 20,
@@ -100,7 +100,11 @@ mod tests {
             body_budget: Arc::new(Semaphore::new(1)),
             timeouts: crate::config::Timeouts::default(),
             metrics: PrometheusBuilder::new().build_recorder().handle(),
-            subscriptions: crate::subscriptions::Subscriptions::new(pool.clone(), live.clone()),
+            subscriptions: crate::subscriptions::Subscriptions::new(
+                pool.clone(),
+                live.clone(),
+                notifications,
+            ),
             leases: strata_pg::lease::Leases::new(
                 pool.clone(),
                 "routes-test",

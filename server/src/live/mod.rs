@@ -29,7 +29,7 @@ use std::time::Duration;
 use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
-use crate::notifications::Notifications;
+use crate::notifications::{Erasure, Notifications};
 pub use event::{Batch, LiveEvent, frame};
 use ring::Ring;
 pub use ring::{Receiver, RecvError};
@@ -78,6 +78,18 @@ impl Live {
                 known_head: AtomicI64::new(0),
             }),
         };
+        // Hard deletes on any node: drop the erased events still held.
+        let mut erasures = live.inner.notifications.erasures();
+        let erased = Arc::clone(&live.inner.ring);
+        tokio::spawn(async move {
+            while let Some(erasure) = erasures.recv().await {
+                if let Erasure::Stream(stream) = erasure {
+                    erased.erase(&stream);
+                }
+                // A missed notice: held batches age out of the budget and
+                // subscribers read what they miss from the database.
+            }
+        });
         let ring = Arc::clone(&live.inner.ring);
         let tail = tail::run(live.clone(), pool, options, shutdown);
         tokio::spawn(async move {

@@ -3,8 +3,10 @@
 //!
 //! - The **listener** holds the LISTEN connection on the events and cluster
 //!   channels. A commit notice from another node raises
-//!   [`Notifications::others_head`] and wakes the live tail; a notice on the
-//!   cluster channel wakes the coordinator. When the connection is lost
+//!   [`Notifications::others_head`] and wakes the live tail; a wake-up on the
+//!   cluster channel wakes the coordinator; a hard delete's notice (from any
+//!   node, this one included) goes to every receiver of
+//!   [`Notifications::erasures`]. When the connection is lost
 //!   (database restart, `pg_terminate_backend`) it reconnects and wakes the
 //!   tail, which catches up from its cursor: nothing is missed, only delayed.
 //!   It also checks, with a probe it sends itself, that notifications arrive
@@ -14,8 +16,9 @@
 //!   append transaction would serialise commits on the notification queue
 //!   lock). Commits that land while a notice is in flight share the next one.
 //!
-//! Nothing here knows what the wake-ups are for: the live tail and the
-//! cluster coordinator depend on this module, not the other way round.
+//! Nothing here knows what the wake-ups are for: the live tail, the cluster
+//! coordinator and the subscription dispatchers depend on this module, not
+//! the other way round.
 
 mod listener;
 mod notifier;
@@ -24,8 +27,38 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use sqlx::PgPool;
-use strata_pg::notify::Channel;
-use tokio::sync::{Notify, watch};
+use strata_pg::notify::{Channel, ClusterNotice};
+use tokio::sync::{Notify, broadcast, watch};
+
+/// Erasure notices kept for a receiver that is slow to read them; one that
+/// falls further behind hears [`Erasure::MaybeMissed`].
+const ERASURES_CAPACITY: usize = 64;
+
+/// What a receiver of [`Notifications::erasures`] hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erasure {
+    /// Every event of this stream was erased by a hard delete (on any node),
+    /// and the erasure is committed: drop the copies you hold.
+    Stream(Arc<str>),
+    /// Notices may have been missed (the LISTEN connection was down, or the
+    /// receiver lagged behind): check what you hold against the database.
+    MaybeMissed,
+}
+
+/// A receiver of erasure notices, from [`Notifications::erasures`].
+pub struct Erasures(broadcast::Receiver<Erasure>);
+
+impl Erasures {
+    /// The next notice; `None` once the node shuts down. A receiver that
+    /// fell behind gets [`Erasure::MaybeMissed`] for what it missed.
+    pub async fn recv(&mut self) -> Option<Erasure> {
+        match self.0.recv().await {
+            Ok(erasure) => Some(erasure),
+            Err(broadcast::error::RecvError::Lagged(_)) => Some(Erasure::MaybeMissed),
+            Err(broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
 
 /// The node's notifications. Cheap to clone.
 #[derive(Clone)]
@@ -42,6 +75,8 @@ struct Inner {
     others_head: AtomicI64,
     /// Woken when another node asks the coordinators to work now.
     cluster: Arc<Notify>,
+    /// Hard deletes heard of.
+    erasures: broadcast::Sender<Erasure>,
     /// This node's last committed position, for the notifier.
     commits: watch::Sender<i64>,
 }
@@ -57,6 +92,7 @@ impl Notifications {
                 events: Arc::new(Notify::new()),
                 others_head: AtomicI64::new(0),
                 cluster: Arc::new(Notify::new()),
+                erasures: broadcast::channel(ERASURES_CAPACITY).0,
                 commits,
             }),
         };
@@ -91,6 +127,13 @@ impl Notifications {
         Arc::clone(&self.inner.cluster)
     }
 
+    /// Hears every hard delete from now on, of any node: each is told once
+    /// it is committed, so a copy of an erased event dropped on it is never
+    /// read again from the database.
+    pub fn erasures(&self) -> Erasures {
+        Erasures(self.inner.erasures.subscribe())
+    }
+
     /// This node's id.
     fn node_id(&self) -> &str {
         &self.inner.node_id
@@ -99,7 +142,16 @@ impl Notifications {
     /// What the listener heard on `channel` with `payload` (probes excluded).
     fn heard(&self, channel: Option<Channel>, payload: &str) {
         match channel {
-            Some(Channel::Cluster) => self.inner.cluster.notify_one(),
+            Some(Channel::Cluster) => match ClusterNotice::parse(payload) {
+                ClusterNotice::Wake => self.inner.cluster.notify_one(),
+                ClusterNotice::StreamErased(stream) => {
+                    // (No receiver: nobody holds copies; nothing to do.)
+                    let _ = self
+                        .inner
+                        .erasures
+                        .send(Erasure::Stream(Arc::from(stream.as_str())));
+                }
+            },
             Some(Channel::Events) => {
                 match strata_pg::notify::CommitNotice::parse(payload) {
                     Some(notice) if notice.node == self.inner.node_id => return,
@@ -120,8 +172,9 @@ impl Notifications {
     }
 
     /// The connection was (re)established or lost: anything may have been
-    /// missed, so the tail looks.
+    /// missed, so the tail looks, and holders of copies check them.
     fn maybe_missed(&self) {
         self.inner.events.notify_one();
+        let _ = self.inner.erasures.send(Erasure::MaybeMissed);
     }
 }

@@ -5,11 +5,20 @@
 //!   version. Its events stay in `$all`; its snapshot goes.
 //! - Hard: its events are erased (leaving holes in `$all`, which readers
 //!   tolerate) and its name is tombstoned: every later read or append is 410.
+//!   Readers that hold copies are told, and one that applies a batch in a
+//!   transaction is kept from committing erased events:
+//!   - the transaction sends [`ClusterNotice::StreamErased`] on the cluster
+//!     channel, delivered to every node when it commits: dispatchers of
+//!     persistent subscriptions drop the buffered and in-flight copies (and
+//!     the live feed can do the same);
+//!   - it holds [`strata_pg::erasure`]'s lock from before it erases until
+//!     it commits, against which projection workers check their batch.
 //!
 //! Both lock the stream row, so they serialise with appends to that stream.
 
 use sqlx::PgPool;
 use strata_core::{ExpectedVersion, StreamState, WrongExpectedVersion};
+use strata_pg::notify::{self, Channel, ClusterNotice};
 
 use super::error::StoreError;
 use super::stream_row::StreamRow;
@@ -77,10 +86,13 @@ pub async fn delete_stream(
         }));
     }
     if hard {
+        strata_pg::erasure::lock_exclusive(&mut tx).await?;
         sqlx::query("DELETE FROM events WHERE stream = $1")
             .bind(stream)
             .execute(&mut *tx)
             .await?;
+        let notice = ClusterNotice::StreamErased(stream.to_owned());
+        notify::send(&mut *tx, Channel::Cluster, &notice.payload()).await?;
     }
     sqlx::query("DELETE FROM snapshots WHERE stream = $1")
         .bind(stream)

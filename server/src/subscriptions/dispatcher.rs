@@ -6,19 +6,23 @@
 //!   other than `none`, at most one per partition, in order.
 //! - An event not acked within `ack_timeout_ms` goes out again; after
 //!   `max_retries` more deliveries it is parked.
-//! - Progress (the checkpoint, positions settled above it, parked events) is
-//!   written through the lease's fence. An ack is answered only once it is
-//!   written, so an acked event is never delivered again, even across a
-//!   failover; a write refused by the fence means another node leads now, and
-//!   this dispatcher stops.
+//! - Progress (the checkpoint, positions settled above it, what is out and
+//!   how often it went out, parked events) is written through the lease's
+//!   fence. An ack is answered only once it is written, so an acked event is
+//!   never delivered again, even across a failover; a write refused by the
+//!   fence means another node leads now, and this dispatcher stops.
+//! - Acks and nacks of events not delivered in the current generation are
+//!   ignored (and counted in `strata_subscription_ignored_settles_total`).
+//! - A hard delete's notice drops the erased events, buffered or out; before
+//!   an event goes out again it is looked up, in case a notice was missed.
 //!
 //! Those rules live in the [`Ledger`]; this is its I/O shell: it reads the
 //! source, owns the clock and the consumers' channels, writes progress and
 //! answers commands.
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
 use sqlx::PgPool;
 use strata_core::Direction;
 use strata_core::subscription::{NackAction, Source};
@@ -26,8 +30,10 @@ use strata_pg::lease::Fence;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::frame::frame;
-use super::ledger::{ConsumerId, Ledger};
+use super::ledger::{ConsumerId, Ledger, Outcome, Revoked};
+use super::outlet::Outlet;
 use crate::live::{Live, RecvError};
+use crate::notifications::{Erasure, Erasures};
 use crate::store::subscriptions::{self as db, Replay, SubscriptionRow};
 use crate::store::{self, AllFilter};
 
@@ -40,27 +46,30 @@ pub enum Refused {
     Unavailable,
 }
 
+/// What a consumer says of events it was delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settle {
+    /// Handled.
+    Ack,
+    /// Not handled: retry, park or skip.
+    Nack(NackAction),
+}
+
 /// What the HTTP side asks of a dispatcher.
 #[derive(Debug)]
 pub enum Command {
-    /// A consumer connected: deliver frames into `frames`.
+    /// A consumer connected: deliver frames into `outlet`.
     Connect {
-        /// Where the consumer's SSE frames go.
-        frames: mpsc::Sender<Bytes>,
+        /// The dispatcher's end of the consumer's channel
+        /// ([`super::outlet::channel`]).
+        outlet: Outlet,
     },
-    /// Events handled.
-    Ack {
+    /// Events acked or nacked.
+    Settle {
         /// Their positions.
         positions: Vec<i64>,
-        /// Answered once the acks are written.
-        reply: oneshot::Sender<Result<(), Refused>>,
-    },
-    /// Events not handled.
-    Nack {
-        /// Their positions.
-        positions: Vec<i64>,
-        /// What to do with them.
-        action: NackAction,
+        /// What the consumer says of them.
+        how: Settle,
         /// Answered once the outcome is written.
         reply: oneshot::Sender<Result<(), Refused>>,
     },
@@ -79,9 +88,9 @@ pub enum Command {
 }
 
 /// A connected consumer's channel: the ledger knows it only by its id.
-struct Outlet {
+struct Consumer {
     id: ConsumerId,
-    frames: mpsc::Sender<Bytes>,
+    outlet: Outlet,
 }
 
 /// Events read from the source per query.
@@ -109,7 +118,7 @@ struct Dispatcher {
     ledger: Ledger,
     /// The source may hold events past the cursor.
     need_read: bool,
-    outlets: Vec<Outlet>,
+    consumers: Vec<Consumer>,
     waiting_acks: Vec<oneshot::Sender<Result<(), Refused>>>,
     last_flush: Instant,
 }
@@ -128,7 +137,7 @@ pub async fn run(
     row: SubscriptionRow,
     fence: Fence,
     pool: PgPool,
-    live: Live,
+    (live, mut erasures): (Live, Erasures),
     mut commands: mpsc::Receiver<Command>,
     mut stop: watch::Receiver<bool>,
 ) -> Exit {
@@ -150,12 +159,17 @@ pub async fn run(
     };
     let mut d = Dispatcher {
         name: row.name.clone(),
-        ledger: Ledger::new(&row.settings, row.checkpoint, &row.settled_above),
+        ledger: Ledger::new(
+            &row.settings,
+            row.checkpoint,
+            &row.settled_above,
+            &row.delivered,
+        ),
         fence,
         pool,
         filter,
         need_read: true,
-        outlets: Vec::new(),
+        consumers: Vec::new(),
         waiting_acks: Vec::new(),
         last_flush: Instant::now(),
     };
@@ -169,6 +183,7 @@ pub async fn run(
             return d.exit(Exit::Stopped);
         }
         d.refill().await;
+        d.check_erased().await;
         d.dispatch();
         if d.wants_flush() && d.flush().await == Flush::Fenced {
             return d.exit(Exit::Fenced);
@@ -193,6 +208,11 @@ pub async fn run(
                 Ok(batch) => if batch.end >= d.ledger.cursor() { d.need_read = true },
                 Err(RecvError::Lagged(_)) => d.need_read = true,
                 Err(RecvError::Closed) => return d.exit(Exit::Stopped),
+            },
+            erasure = erasures.recv() => match erasure {
+                Some(Erasure::Stream(stream)) => d.erase_stream(&stream),
+                Some(Erasure::MaybeMissed) => d.ledger.recheck_all(),
+                None => return d.exit(Exit::Stopped),
             },
             _ = tokio::time::sleep_until(wake_at.into()) => d.expire(),
             _ = prune.tick() => d.prune_consumers(),
@@ -253,17 +273,59 @@ impl Dispatcher {
         }
     }
 
+    /// Looks up the events the ledger wants checked before they go out
+    /// again: those a hard delete erased are dropped (their notice was
+    /// missed, or has not arrived yet). When the database fails they wait
+    /// for the next round.
+    async fn check_erased(&mut self) {
+        let positions = self.ledger.to_check();
+        if positions.is_empty() {
+            return;
+        }
+        match db::existing(&self.pool, &positions).await {
+            Ok(existing) => {
+                let existing: HashSet<i64> = existing.into_iter().collect();
+                let revoked = self.ledger.checked(&positions, &existing);
+                self.revoke(&revoked);
+            }
+            Err(error) => {
+                tracing::warn!(subscription = %self.name, %error,
+                    "cannot check that events still exist before delivering them again; retrying");
+            }
+        }
+    }
+
+    /// A hard delete erased `stream`: its events are dropped.
+    fn erase_stream(&mut self, stream: &str) {
+        let revoked = self.ledger.erase_stream(stream);
+        self.revoke(&revoked);
+    }
+
+    /// Takes back the frames of `revoked` deliveries that have not reached
+    /// their consumer yet.
+    fn revoke(&self, revoked: &[Revoked]) {
+        for r in revoked {
+            if let Some(c) = self.consumers.iter().find(|c| c.id == r.consumer) {
+                c.outlet.revoke(r.position);
+            }
+        }
+        if !revoked.is_empty() {
+            metrics::counter!("strata_subscription_erased_deliveries_total")
+                .increment(revoked.len() as u64);
+        }
+    }
+
     /// Hands waiting events to consumers, as the ledger picks them.
     fn dispatch(&mut self) {
-        let outlets = &self.outlets;
+        let consumers = &self.consumers;
         let sent = self.ledger.dispatch(Instant::now(), |delivery, preferred| {
             let frame = frame(delivery.position, delivery.json, delivery.attempt);
             // The first consumer whose channel has room takes it.
             preferred.iter().copied().find(|id| {
-                outlets
-                    .iter()
-                    .find(|o| o.id == *id)
-                    .is_some_and(|o| o.frames.try_send(frame.clone()).is_ok())
+                consumers.iter().find(|c| c.id == *id).is_some_and(|c| {
+                    c.outlet
+                        .try_send(delivery.position, delivery.generation, frame.clone())
+                })
             })
         });
         if sent > 0 {
@@ -288,16 +350,16 @@ impl Dispatcher {
 
     fn prune_consumers(&mut self) {
         let gone: Vec<ConsumerId> = self
-            .outlets
+            .consumers
             .iter()
-            .filter(|o| o.frames.is_closed())
-            .map(|o| o.id)
+            .filter(|c| c.outlet.is_closed())
+            .map(|c| c.id)
             .collect();
         if gone.is_empty() {
             return;
         }
         self.ledger.disconnect(&gone);
-        self.outlets.retain(|o| !gone.contains(&o.id));
+        self.consumers.retain(|c| !gone.contains(&c.id));
     }
 
     fn next_wake(&self) -> Instant {
@@ -314,26 +376,32 @@ impl Dispatcher {
 
     async fn handle(&mut self, command: Command) -> Option<Exit> {
         match command {
-            Command::Connect { frames } => {
+            Command::Connect { outlet } => {
                 let id = self.ledger.connect();
-                self.outlets.push(Outlet { id, frames });
+                self.consumers.push(Consumer { id, outlet });
             }
-            Command::Ack { positions, reply } => {
-                for position in positions {
-                    self.ledger.ack(position);
-                }
-                self.waiting_acks.push(reply);
-            }
-            Command::Nack {
+            Command::Settle {
                 positions,
-                action,
+                how,
                 reply,
             } => {
-                let mut parked = 0;
+                let (mut parked, mut ignored) = (0, 0);
                 for position in positions {
-                    if self.ledger.nack(position, action) {
-                        parked += 1;
+                    let outcome = match how {
+                        Settle::Ack => self.ledger.ack(position),
+                        Settle::Nack(action) => self.ledger.nack(position, action),
+                    };
+                    match outcome {
+                        Outcome::Ignored => ignored += 1,
+                        Outcome::Parked => parked += 1,
+                        Outcome::Done => {}
                     }
+                }
+                if ignored > 0 {
+                    metrics::counter!("strata_subscription_ignored_settles_total")
+                        .increment(ignored);
+                    tracing::debug!(subscription = %self.name, ignored,
+                        "ignored acks or nacks of events not delivered in this generation");
                 }
                 self.parked(parked);
                 self.waiting_acks.push(reply);
@@ -370,6 +438,11 @@ impl Dispatcher {
                 match db::reset_progress(&self.pool, &self.fence, &self.name, checkpoint).await {
                     Ok(true) => {
                         self.ledger.reset(checkpoint);
+                        // Frames of the past generation still queued for a
+                        // consumer are void: they are not written.
+                        for c in &self.consumers {
+                            c.outlet.revoke_before(self.ledger.generation());
+                        }
                         self.need_read = true;
                         let _ = reply.send(Ok(()));
                     }

@@ -4,6 +4,7 @@
 pub mod dispatcher;
 mod frame;
 mod ledger;
+pub mod outlet;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,8 +14,9 @@ use strata_pg::lease::Fence;
 use tokio::sync::{mpsc, watch};
 
 use crate::live::Live;
+use crate::notifications::Notifications;
 use crate::store::subscriptions::SubscriptionRow;
-pub use dispatcher::{Command, Refused};
+pub use dispatcher::{Command, Refused, Settle};
 
 struct Running {
     commands: mpsc::Sender<Command>,
@@ -42,15 +44,19 @@ pub struct Subscriptions {
     running: Arc<Mutex<HashMap<String, Running>>>,
     pool: PgPool,
     live: Live,
+    notifications: Notifications,
 }
 
 impl Subscriptions {
-    /// No dispatcher yet; the coordinator starts them as leases come.
-    pub fn new(pool: PgPool, live: Live) -> Self {
+    /// No dispatcher yet; the coordinator starts them as leases come. Each
+    /// reads new events from `live` and hears hard deletes from
+    /// `notifications`.
+    pub fn new(pool: PgPool, live: Live, notifications: Notifications) -> Self {
         Subscriptions {
             running: Arc::new(Mutex::new(HashMap::new())),
             pool,
             live,
+            notifications,
         }
     }
 
@@ -78,12 +84,14 @@ impl Subscriptions {
         let name = row.name.clone();
         let generation = row.generation;
         let (pool, live) = (self.pool.clone(), self.live.clone());
+        let erasures = self.notifications.erasures();
         let running = Arc::clone(&self.running);
         let task_fence = fence.clone();
         let task_name = name.clone();
         tokio::spawn(async move {
+            let feeds = (live, erasures);
             let exit =
-                dispatcher::run(row, task_fence.clone(), pool, live, receiver, stop_rx).await;
+                dispatcher::run(row, task_fence.clone(), pool, feeds, receiver, stop_rx).await;
             let _ = done_tx.send(true);
             if exit == dispatcher::Exit::Fenced {
                 // Forget it, so that the coordinator notices the lost lease

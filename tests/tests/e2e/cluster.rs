@@ -449,7 +449,10 @@ async fn a_paused_leader_is_fenced_off_and_the_checkpoint_never_goes_back() {
     .await;
     let (p, event) = delivery(&mut fresh, Duration::from_secs(10)).await.unwrap();
     assert_eq!(p, taken[3]);
-    assert_eq!(event["attempt"], 1, "a new leader counts attempts afresh");
+    assert_eq!(
+        event["attempt"], 2,
+        "a new leader goes on counting the attempts of the old one"
+    );
     assert_eq!(
         ack(&nodes[new].api(), "fenced", &[p]).await,
         StatusCode::NO_CONTENT

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use strata_tests::{Api, Sse, wait_until};
+use strata_tests::{Api, NodeBuilder, Sse, StrataNode, TestDatabase, wait_until};
 
 use crate::{events, setup};
 
@@ -469,4 +469,323 @@ async fn a_consumer_that_never_acks_loses_its_events_to_one_that_does() {
         status(&api, "shared").await["checkpoint"] == 4
     })
     .await;
+}
+
+/// `POST /subscriptions/{name}/nack` with `action`; the status.
+pub async fn nack(api: &Api, name: &str, positions: &[u64], action: &str) -> StatusCode {
+    api.post(
+        &format!("/subscriptions/{name}/nack"),
+        &json!({"positions": positions, "action": action}),
+    )
+    .await
+    .status
+}
+
+/// Receives and acks deliveries until every position of `wanted` was
+/// delivered, or `T` passes; returns the positions delivered, in order.
+async fn drain(api: &Api, name: &str, sse: &mut Sse, wanted: &HashSet<u64>) -> Vec<u64> {
+    let deadline = tokio::time::Instant::now() + T;
+    let mut got = Vec::new();
+    while !wanted.iter().all(|p| got.contains(p)) {
+        // (Pings restart try_delivery's own timeout: bound the whole wait.)
+        let next = tokio::time::timeout_at(deadline, try_delivery(sse, T)).await;
+        let Ok(Some((position, _))) = next else {
+            break;
+        };
+        assert_eq!(ack(api, name, &[position]).await, StatusCode::NO_CONTENT);
+        got.push(position);
+    }
+    got
+}
+
+#[tokio::test]
+async fn acks_and_nacks_of_positions_nobody_received_settle_nothing() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(
+        &api,
+        "careful",
+        json!({"source": {"all": true}, "partition_by": "none", "max_in_flight": 2}),
+    )
+    .await;
+    api.append("u-1", json!("any"), events("E", 10)).await;
+    let mut sse = consumer(api.base(), "careful").await;
+    let held = [
+        delivery(&mut sse, T).await.unwrap().0,
+        delivery(&mut sse, T).await.unwrap().0,
+    ];
+    assert_eq!(held, [1, 2]);
+
+    // Positions read but not delivered to anyone (3..10 wait behind
+    // max_in_flight), and one above the head: answered, and ignored.
+    assert_eq!(
+        ack(&api, "careful", &[5, 6, 7]).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        nack(&api, "careful", &[9], "park").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        nack(&api, "careful", &[8], "skip").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(ack(&api, "careful", &[1000]).await, StatusCode::NO_CONTENT);
+    assert_eq!(status(&api, "careful").await["parked"], 0);
+    assert_eq!(
+        api.metric("strata_subscription_ignored_settles_total")
+            .await,
+        6.0
+    );
+
+    // Every event is still delivered, once each.
+    assert_eq!(ack(&api, "careful", &held).await, StatusCode::NO_CONTENT);
+    let wanted: HashSet<u64> = (3..=10).collect();
+    let got = drain(&api, "careful", &mut sse, &wanted).await;
+    assert_eq!(got.len(), 8, "each of 3..=10 once: {got:?}");
+    assert_eq!(got.iter().copied().collect::<HashSet<u64>>(), wanted);
+    wait_until(T, "the checkpoint to reach 10", || async {
+        status(&api, "careful").await["checkpoint"] == 10
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn acks_sent_for_deliveries_before_a_reset_do_not_settle_what_it_requeues() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(
+        &api,
+        "redo",
+        json!({"source": {"all": true}, "partition_by": "none", "max_in_flight": 2}),
+    )
+    .await;
+    api.append("rr-1", json!("any"), events("E", 6)).await;
+    let mut sse = consumer(api.base(), "redo").await;
+    let first = [
+        delivery(&mut sse, T).await.unwrap().0,
+        delivery(&mut sse, T).await.unwrap().0,
+    ];
+    assert_eq!(ack(&api, "redo", &first).await, StatusCode::NO_CONTENT);
+    // The consumer holds 3 and 4 when the subscription is reset.
+    let held = [
+        delivery(&mut sse, T).await.unwrap().0,
+        delivery(&mut sse, T).await.unwrap().0,
+    ];
+    assert_eq!(held, [3, 4]);
+    let r = api
+        .post("/subscriptions/redo/reset", &json!({"to": "start"}))
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "{:?}", r.body);
+
+    // The new generation has begun (1 goes out again); only then does the
+    // consumer's ack of what it received before the reset arrive.
+    let (again, event) = delivery(&mut sse, T).await.unwrap();
+    assert_eq!((again, event["attempt"].clone()), (1, json!(1)));
+    assert_eq!(ack(&api, "redo", &held).await, StatusCode::NO_CONTENT);
+    assert_eq!(ack(&api, "redo", &[again]).await, StatusCode::NO_CONTENT);
+
+    // Every event is delivered again, 3 and 4 included.
+    let wanted: HashSet<u64> = (2..=6).collect();
+    let got = drain(&api, "redo", &mut sse, &wanted).await;
+    assert_eq!(
+        got.iter().copied().collect::<HashSet<u64>>(),
+        wanted,
+        "delivered after the reset: {got:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_update_refuses_to_change_start_from() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    api.append("sf-1", json!("any"), events("E", 3)).await;
+    create(
+        &api,
+        "fixed",
+        json!({"source": {"all": true}, "start_from": "start"}),
+    )
+    .await;
+    let r = api
+        .put(
+            "/subscriptions/fixed",
+            &json!({"source": {"all": true}, "start_from": "end", "max_in_flight": 5}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(r.error(), "start_from_conflict");
+    assert_eq!(
+        (r.body["current"].clone(), r.body["requested"].clone()),
+        (json!("start"), json!("end"))
+    );
+    let message = r.body["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("\"start\"") && message.contains("\"end\"") && message.contains("reset"),
+        "{message}"
+    );
+    // Nothing changed.
+    let s = status(&api, "fixed").await;
+    assert_eq!(
+        (s["start_from"].clone(), s["max_in_flight"].clone()),
+        (json!("start"), json!(100))
+    );
+
+    // Leaving start_from out, or repeating it, updates.
+    for body in [
+        json!({"source": {"all": true}, "max_in_flight": 5}),
+        json!({"source": {"all": true}, "start_from": "start", "max_in_flight": 6}),
+    ] {
+        let r = api.put("/subscriptions/fixed", &body).await;
+        assert_eq!(r.status, StatusCode::OK, "{body}: {:?}", r.body);
+    }
+    create(
+        &api,
+        "numbered",
+        json!({"source": {"all": true}, "start_from": 2}),
+    )
+    .await;
+    let r = api
+        .put(
+            "/subscriptions/numbered",
+            &json!({"source": {"all": true}, "start_from": 3}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    assert_eq!(
+        (r.body["current"].clone(), r.body["requested"].clone()),
+        (json!(2), json!(3))
+    );
+    let r = api
+        .put(
+            "/subscriptions/numbered",
+            &json!({"source": {"all": true}, "start_from": 2}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+}
+
+#[tokio::test]
+async fn the_parked_list_pages_with_a_cursor() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    create(
+        &api,
+        "dead",
+        json!({"source": {"all": true}, "partition_by": "none"}),
+    )
+    .await;
+    api.append("dl-1", json!("any"), events("E", 5)).await;
+    let mut sse = consumer(api.base(), "dead").await;
+    let mut positions = Vec::new();
+    for _ in 0..5 {
+        positions.push(delivery(&mut sse, T).await.unwrap().0);
+    }
+    assert_eq!(
+        nack(&api, "dead", &positions, "park").await,
+        StatusCode::NO_CONTENT
+    );
+
+    let mut pages = Vec::new();
+    let mut path = "/subscriptions/dead/parked?limit=2".to_owned();
+    loop {
+        let r = api.get(&path).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}: {:?}", r.body);
+        let page: Vec<u64> = r.body["parked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["position"].as_u64().unwrap())
+            .collect();
+        pages.push(page);
+        match r.body["next"].as_u64() {
+            Some(next) => path = format!("/subscriptions/dead/parked?after={next}&limit=2"),
+            None => {
+                assert!(r.body["next"].is_null(), "{:?}", r.body);
+                break;
+            }
+        }
+        assert!(pages.len() < 10, "the cursor does not end: {pages:?}");
+    }
+    assert_eq!(pages, vec![vec![1, 2], vec![3, 4], vec![5]]);
+
+    // A last page that is full says there is no more, too.
+    let r = api.get("/subscriptions/dead/parked?after=3&limit=2").await;
+    assert_eq!(r.body["parked"].as_array().unwrap().len(), 2);
+    assert!(r.body["next"].is_null(), "{:?}", r.body);
+    let r = api.get("/subscriptions/dead/parked?after=5").await;
+    assert_eq!(
+        (r.body["parked"].clone(), r.body["next"].clone()),
+        (json!([]), Value::Null)
+    );
+    for bad in ["after=x", "after=-1"] {
+        let r = api.get(&format!("/subscriptions/dead/parked?{bad}")).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {:?}", r.body);
+        assert_eq!(r.body["field"], "after");
+    }
+}
+
+#[tokio::test]
+async fn a_failover_goes_on_counting_attempts() {
+    let db = TestDatabase::create().await;
+    let mut nodes = two_nodes(&db).await;
+    let api = nodes[0].api();
+    create(
+        &api,
+        "counted",
+        json!({"source": {"all": true}, "partition_by": "none", "ack_timeout_ms": 600000, "max_retries": 1}),
+    )
+    .await;
+    api.append("fa-1", json!("any"), events("E", 1)).await;
+    let leader = leader(&api, "counted").await;
+    let (old, new) = if leader == "n0" { (0, 1) } else { (1, 0) };
+    let mut sse = consumer(&nodes[old].url(), "counted").await;
+    let (position, event) = delivery(&mut sse, T).await.unwrap();
+    assert_eq!((position, event["attempt"].clone()), (1, json!(1)));
+    // The leader wrote its progress with the event out.
+    wait_until(T, "the delivery to be written", || async {
+        status(&api, "counted").await["in_flight"] == 1
+    })
+    .await;
+
+    nodes[old].terminate(T).await;
+    let api = nodes[new].api();
+    let mut sse = consumer(&nodes[new].url(), "counted").await;
+    let (position, event) = delivery(&mut sse, T).await.unwrap();
+    assert_eq!(
+        (position, event["attempt"].clone()),
+        (1, json!(2)),
+        "the new leader's delivery is the second attempt"
+    );
+    // max_retries 1: that was the last one.
+    assert_eq!(
+        nack(&api, "counted", &[1], "retry").await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(status(&api, "counted").await["parked"], 1);
+}
+
+/// Two nodes, `n0` and `n1`, on `db` (lease TTL 2 s).
+pub async fn two_nodes(db: &TestDatabase) -> Vec<StrataNode> {
+    let mut nodes = Vec::new();
+    for i in 0..2 {
+        nodes.push(
+            NodeBuilder::new(db.url())
+                .args(["--node-id", &format!("n{i}"), "--lease-ttl-ms", "2000"])
+                .start()
+                .await,
+        );
+    }
+    nodes
+}
+
+/// The node leading `name`, once one does.
+pub async fn leader(api: &Api, name: &str) -> String {
+    let started = Instant::now();
+    loop {
+        if let Some(leader) = status(api, name).await["leader"].as_str() {
+            return leader.to_owned();
+        }
+        assert!(started.elapsed() < T, "no leader of {name} within {T:?}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
 }

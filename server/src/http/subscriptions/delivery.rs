@@ -10,14 +10,15 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use futures::Stream;
 use strata_core::subscription::{AckRequest, NackRequest, ResetRequest, StartFrom};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::leader::{ask, at_leader, refused};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, Params, PathName};
 use crate::http::sse::{self, KeepAlive};
-use crate::subscriptions::{Command, Refused};
+use crate::subscriptions::outlet::{self, Deliveries};
+use crate::subscriptions::{Command, Refused, Settle};
 
 /// The positions of an ack or a nack, checked.
 fn positions(raw: &[u64]) -> Result<Vec<i64>, ApiError> {
@@ -49,23 +50,23 @@ pub async fn consume(
     params: Params,
 ) -> Result<Response, ApiError> {
     let (name, (), commands) = at_leader(&state, name, params, &uri, Ok(())).await?;
-    let (frames, receiver) = mpsc::channel(256);
-    if commands.send(Command::Connect { frames }).await.is_err() {
+    let (outlet, deliveries) = outlet::channel();
+    if commands.send(Command::Connect { outlet }).await.is_err() {
         return Err(refused(Refused::NotLeader, &name));
     }
     metrics::counter!("strata_subscription_consumers_connected_total").increment(1);
     Ok(sse::response(consumer_stream(
-        receiver,
+        deliveries,
         KeepAlive::new(state.sse_keepalive),
         state.shutdown.clone(),
     )))
 }
 
-/// The consumer's SSE body: frames as the dispatcher sends them, several per
-/// write when they queue up, pings when idle; it ends when the dispatcher
-/// stops (leadership moved) or the node shuts down.
+/// The consumer's SSE body: frames as the dispatcher sends them (less those
+/// it took back), several per write when they queue up, pings when idle; it
+/// ends when the dispatcher stops (leadership moved) or the node shuts down.
 fn consumer_stream(
-    mut frames: mpsc::Receiver<Bytes>,
+    mut frames: Deliveries,
     keepalive: KeepAlive,
     mut shutdown: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
@@ -86,8 +87,8 @@ fn consumer_stream(
             let mut chunk = first.to_vec();
             while chunk.len() < 64 * 1024 {
                 match frames.try_recv() {
-                    Ok(more) => chunk.extend_from_slice(&more),
-                    Err(_) => break,
+                    Some(more) => chunk.extend_from_slice(&more),
+                    None => break,
                 }
             }
             yield Ok(Bytes::from(chunk));
@@ -95,12 +96,34 @@ fn consumer_stream(
     }
 }
 
+/// An ack or a nack: the positions checked, sent to the leader's
+/// dispatcher, answered once the outcome is written.
+async fn settle(
+    state: &AppState,
+    name: String,
+    (uri, params): (OriginalUri, Params),
+    raw: &[u64],
+    how: Settle,
+) -> Result<StatusCode, ApiError> {
+    let input = positions(raw);
+    let (name, positions, commands) = at_leader(state, name, params, &uri, input).await?;
+    ask(commands, &name, |reply| Command::Settle {
+        positions,
+        how,
+        reply,
+    })
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Acknowledge handled events.
 #[utoipa::path(post, path = "/subscriptions/{name}/ack", tag = "subscriptions",
     params(("name" = String, Path, description = "Subscription name")),
     request_body = AckRequest,
     responses(
-        (status = 204, description = "Written: these events will not be delivered again"),
+        (status = 204, description = "Written: these events will not be delivered again. \
+            A position not delivered in the subscription's current generation (never delivered, \
+            delivered before a reset, already settled, erased) is ignored"),
         (status = 307, description = "Another node leads: follow Location"),
         (status = 503, description = "No leader right now", body = strata_core::ErrorBody),
     ))]
@@ -111,10 +134,7 @@ pub async fn ack(
     params: Params,
     JsonBody(request): JsonBody<AckRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let input = positions(&request.positions);
-    let (name, positions, commands) = at_leader(&state, name, params, &uri, input).await?;
-    ask(commands, &name, |reply| Command::Ack { positions, reply }).await?;
-    Ok(StatusCode::NO_CONTENT)
+    settle(&state, name, (uri, params), &request.positions, Settle::Ack).await
 }
 
 /// Give events back: retry, park or skip.
@@ -122,8 +142,10 @@ pub async fn ack(
     params(("name" = String, Path, description = "Subscription name")),
     request_body = NackRequest,
     responses(
-        (status = 204, description = "Done"),
+        (status = 204, description = "Written. As for acks, a position not delivered in the \
+            subscription's current generation is ignored"),
         (status = 307, description = "Another node leads: follow Location"),
+        (status = 503, description = "No leader right now", body = strata_core::ErrorBody),
     ))]
 pub async fn nack(
     State(state): State<AppState>,
@@ -132,16 +154,8 @@ pub async fn nack(
     params: Params,
     JsonBody(request): JsonBody<NackRequest>,
 ) -> Result<StatusCode, ApiError> {
-    let input = positions(&request.positions);
-    let (name, positions, commands) = at_leader(&state, name, params, &uri, input).await?;
-    let action = request.action;
-    ask(commands, &name, |reply| Command::Nack {
-        positions,
-        action,
-        reply,
-    })
-    .await?;
-    Ok(StatusCode::NO_CONTENT)
+    let how = Settle::Nack(request.action);
+    settle(&state, name, (uri, params), &request.positions, how).await
 }
 
 /// Deliver again from a position (or the start).

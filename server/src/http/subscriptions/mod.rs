@@ -15,15 +15,17 @@ pub mod proxy;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use strata_core::JsonObject;
 use strata_core::names::{
     validate_category, validate_event_type, validate_resource_name, validate_stream_name,
 };
-use strata_core::subscription::{Source, SubscriptionSettings};
+use strata_core::subscription::{Source, StartFrom, SubscriptionSettings};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{JsonBody, Params, PathName};
-use crate::store::subscriptions as db;
+use super::extract::{JsonBody, Params, PathName, parse_json};
+use crate::store::subscriptions::{self as db, Put};
 
 /// `name`, if it is a valid subscription name.
 fn subscription_name(name: String) -> Result<String, ApiError> {
@@ -70,6 +72,27 @@ fn validate_settings(settings: &SubscriptionSettings) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// `409 start_from_conflict`: an update of `name` asked for `requested`,
+/// and the subscription was created with `current`.
+fn start_from_conflict(name: &str, current: StartFrom, requested: StartFrom) -> ApiError {
+    let text = |s: StartFrom| serde_json::to_string(&s).unwrap_or_default();
+    let mut details = JsonObject::new();
+    details.insert("current".into(), serde_json::json!(current));
+    details.insert("requested".into(), serde_json::json!(requested));
+    ApiError::Conflict {
+        code: "start_from_conflict",
+        message: format!(
+            "subscription {name:?} was created with start_from {}, and this update asks for {}: \
+             start_from only applies when a subscription is created. Leave it out of updates \
+             (or repeat {}); to deliver again from elsewhere, use POST /subscriptions/{name}/reset",
+            text(current),
+            text(requested),
+            text(current),
+        ),
+        details,
+    }
+}
+
 /// Create or update a persistent subscription.
 #[utoipa::path(
     put, path = "/subscriptions/{name}", tag = "subscriptions",
@@ -77,27 +100,38 @@ fn validate_settings(settings: &SubscriptionSettings) -> Result<(), ApiError> {
     request_body = SubscriptionSettings,
     responses(
         (status = 201, description = "Created", body = strata_core::subscription::SubscriptionStatus),
-        (status = 200, description = "Updated (progress kept; start_from is ignored)", body = strata_core::subscription::SubscriptionStatus),
+        (status = 200, description = "Updated (progress kept). `start_from` only applies at \
+            creation: an update leaves it out or repeats the stored one", body = strata_core::subscription::SubscriptionStatus),
         (status = 400, description = "Invalid", body = strata_core::ErrorBody),
+        (status = 409, description = "`start_from_conflict`: the update gives another \
+            `start_from` than the subscription was created with (`current` and `requested` \
+            name both); nothing was changed. Use `POST /subscriptions/{name}/reset` to deliver \
+            from elsewhere", body = strata_core::ErrorBody),
     )
 )]
 pub async fn put_subscription(
     State(state): State<AppState>,
     PathName(name): PathName,
     params: Params,
-    JsonBody(settings): JsonBody<SubscriptionSettings>,
+    JsonBody(body): JsonBody<Value>,
 ) -> Result<Response, ApiError> {
     let name = subscription_name(name)?;
     params.finish("no parameters")?;
+    // Whether start_from was given at all: its default ("start") must not
+    // conflict with the start_from of an existing subscription.
+    let gives_start_from = body.get("start_from").is_some();
+    let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
+    let settings: SubscriptionSettings = parse_json(&bytes)?;
     validate_settings(&settings)?;
-    let created = db::put_subscription(&state.pool, &name, &settings).await?;
+    let code = match db::put_subscription(&state.pool, &name, &settings, gives_start_from).await? {
+        Put::Created => StatusCode::CREATED,
+        Put::Updated => StatusCode::OK,
+        Put::StartFromDiffers(current) => {
+            return Err(start_from_conflict(&name, current, settings.start_from));
+        }
+    };
     crate::cluster::notify(&state.pool).await;
     let status = db::subscription_status(&state.pool, Some(&name)).await?;
-    let code = if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
     Ok((code, axum::Json(status.into_iter().next())).into_response())
 }
 

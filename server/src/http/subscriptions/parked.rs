@@ -14,30 +14,43 @@ use crate::http::extract::{Params, PathName};
 use crate::store::subscriptions as db;
 use crate::subscriptions::Command;
 
-/// Parked (dead-lettered) events.
+/// Parked (dead-lettered) events, a page at a time: pass the answer's
+/// `next` as `after` for the following page.
 #[utoipa::path(get, path = "/subscriptions/{name}/parked", tag = "subscriptions",
     params(
         ("name" = String, Path, description = "Subscription name"),
+        ("after" = Option<u64>, Query, description = "Only events parked at positions after this \
+            one: the previous page's `next` (default: from the first)"),
         ("limit" = Option<u32>, Query, description = "1–1000, default 100"),
     ),
-    responses((status = 200, description = "Parked events by position", body = ParkedList)))]
+    responses(
+        (status = 200, description = "Parked events by position; `next` is the `after` of the \
+            following page, `null` when there is none", body = ParkedList),
+        (status = 400, description = "A bad `after` or `limit`", body = strata_core::ErrorBody),
+        (status = 404, description = "subscription_not_found", body = strata_core::ErrorBody),
+    ))]
 pub async fn list_parked(
     State(state): State<AppState>,
     PathName(name): PathName,
     mut params: Params,
 ) -> Result<Response, ApiError> {
     let name = subscription_name(name)?;
+    let after = params.integer("after", 0, i64::MAX as u64)?.unwrap_or(0) as i64;
     let limit = params.limit()?;
-    params.finish("limit")?;
+    params.finish("after, limit")?;
     if db::subscription_status(&state.pool, Some(&name))
         .await?
         .is_empty()
     {
         return Err(not_found(&name));
     }
-    let rows = db::parked(&state.pool, &name, limit).await?;
-    let mut parked = Vec::with_capacity(rows.len());
-    for row in rows {
+    let page = db::parked(&state.pool, &name, after, limit).await?;
+    let next = page
+        .more
+        .then(|| page.rows.last().map(|row| row.position as u64))
+        .flatten();
+    let mut parked = Vec::with_capacity(page.rows.len());
+    for row in page.rows {
         let event = match &row.event {
             Some(event) => {
                 let mut json = Vec::new();
@@ -55,7 +68,7 @@ pub async fn list_parked(
             event,
         });
     }
-    Ok(axum::Json(ParkedList { parked }).into_response())
+    Ok(axum::Json(ParkedList { parked, next }).into_response())
 }
 
 /// Put every parked event back in line.

@@ -20,9 +20,10 @@ use strata_pg::lease::Resource;
 
 use super::error::StoreError;
 pub use nodes::{cluster, node_url};
-pub use parked::{ParkedRow, parked};
+pub use parked::{ParkedPage, ParkedRow, parked};
 pub use progress::{
-    Park, Progress, Replay, events_at, mark_replay, replaying, reset_progress, write_progress,
+    Delivered, Park, Progress, Replay, events_at, existing, mark_replay, replaying, reset_progress,
+    write_progress,
 };
 
 /// The lease resource of a subscription.
@@ -41,7 +42,10 @@ pub struct SubscriptionRow {
     pub checkpoint: i64,
     /// Settled positions above the checkpoint.
     pub settled_above: Vec<i64>,
-    /// Changes with every update or reset.
+    /// What the last leader delivered since the last reset and did not see
+    /// settled.
+    pub delivered: Vec<Delivered>,
+    /// Changes with every update.
     pub generation: i64,
 }
 
@@ -59,6 +63,8 @@ struct SubscriptionRecord {
     max_retries: i32,
     checkpoint: i64,
     settled_above: Vec<i64>,
+    delivered: Vec<i64>,
+    delivered_attempts: Vec<i32>,
     generation: i64,
 }
 
@@ -84,13 +90,32 @@ impl From<SubscriptionRecord> for SubscriptionRow {
             },
             checkpoint: r.checkpoint,
             settled_above: r.settled_above,
+            delivered: r
+                .delivered
+                .iter()
+                .zip(&r.delivered_attempts)
+                .map(|(&position, &attempts)| Delivered { position, attempts })
+                .collect(),
             generation: r.generation,
         }
     }
 }
 
-/// Creates the subscription, or updates its settings (its progress stays);
-/// `true` when created.
+/// What [`put_subscription`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Put {
+    /// The subscription was created.
+    Created,
+    /// Its settings were updated (its progress stays).
+    Updated,
+    /// Nothing: the update asked for another `start_from` than the one the
+    /// subscription was created with (here), which only applies at creation.
+    StartFromDiffers(StartFrom),
+}
+
+/// Creates the subscription, or updates its settings (its progress stays).
+/// `start_from` only applies at creation: an update with `check_start_from`
+/// (the request gave one) must repeat the stored one, or nothing changes.
 ///
 /// # Errors
 ///
@@ -99,8 +124,10 @@ pub async fn put_subscription(
     pool: &PgPool,
     name: &str,
     settings: &SubscriptionSettings,
-) -> Result<bool, StoreError> {
-    let created: bool = sqlx::query_scalar(
+    check_start_from: bool,
+) -> Result<Put, StoreError> {
+    let mut tx = pool.begin().await?;
+    let created: Option<bool> = sqlx::query_scalar(
         "INSERT INTO subscriptions AS s (name, source, start_from, partition_by, max_in_flight, \
              ack_timeout_ms, max_retries, checkpoint) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, \
@@ -109,6 +136,7 @@ pub async fn put_subscription(
              max_in_flight = excluded.max_in_flight, ack_timeout_ms = excluded.ack_timeout_ms, \
              max_retries = excluded.max_retries, generation = s.generation + 1, \
              updated_at = clock_timestamp() \
+         WHERE NOT $9 OR s.start_from = excluded.start_from \
          RETURNING (xmax = 0) AS created",
     )
     .bind(name)
@@ -123,9 +151,25 @@ pub async fn put_subscription(
         StartFrom::End => None,
         StartFrom::Position(p) => Some((p as i64 - 1).max(0)),
     })
-    .fetch_one(pool)
+    .bind(check_start_from)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(created)
+    let put = match created {
+        Some(true) => Put::Created,
+        Some(false) => Put::Updated,
+        None => {
+            // The conflicting row is locked by the statement above until
+            // the end of this transaction: this is the value it compared.
+            let Json(stored): Json<StartFrom> =
+                sqlx::query_scalar("SELECT start_from FROM subscriptions WHERE name = $1")
+                    .bind(name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            Put::StartFromDiffers(stored)
+        }
+    };
+    tx.commit().await?;
+    Ok(put)
 }
 
 /// Loads a subscription for its leader.

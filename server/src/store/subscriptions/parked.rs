@@ -29,29 +29,48 @@ pub struct ParkedRow {
     pub event: Option<StoredEvent>,
 }
 
-/// Parked events of a subscription, by position (at most `limit`).
+/// A page of parked events.
+#[derive(Debug)]
+pub struct ParkedPage {
+    /// The parked events, by position.
+    pub rows: Vec<ParkedRow>,
+    /// Whether more follow the last of them.
+    pub more: bool,
+}
+
+/// Parked events of a subscription after position `after`, by position (at
+/// most `limit`).
 ///
 /// # Errors
 ///
 /// When the database fails.
-pub async fn parked(pool: &PgPool, name: &str, limit: i64) -> Result<Vec<ParkedRow>, StoreError> {
+pub async fn parked(
+    pool: &PgPool,
+    name: &str,
+    after: i64,
+    limit: i64,
+) -> Result<ParkedPage, StoreError> {
     let sql = [
         "SELECT p.position AS parked_position, p.attempts, p.reason, p.replaying, p.parked_at, ",
         EVENT_COLUMNS,
         " FROM subscription_parked p LEFT JOIN events e ON e.position = p.position \
-          WHERE p.subscription = $1 ORDER BY p.position LIMIT $2",
+          WHERE p.subscription = $1 AND p.position > $2 ORDER BY p.position LIMIT $3",
     ]
     .concat();
-    let rows = sqlx::query(&sql)
+    // One more than asked: whether another page follows.
+    let mut rows = sqlx::query(&sql)
         .bind(name)
-        .bind(limit)
+        .bind(after)
+        .bind(limit + 1)
         .fetch_all(pool)
         .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut parked = ParkedRow::from_row(row)?;
         parked.event = StoredEvent::from_optional_row(row)?;
         out.push(parked);
     }
-    Ok(out)
+    Ok(ParkedPage { rows: out, more })
 }

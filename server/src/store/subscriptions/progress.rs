@@ -20,6 +20,17 @@ pub struct Park {
     pub reason: ParkReason,
 }
 
+/// An event delivered in the current generation and not settled yet, as
+/// the progress carries it to the next leader: it goes on counting the
+/// attempts (towards `max_retries`) and settles acks of that delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Delivered {
+    /// Its position.
+    pub position: i64,
+    /// Deliveries so far.
+    pub attempts: i32,
+}
+
 /// What a leader writes at a flush.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Progress {
@@ -27,6 +38,9 @@ pub struct Progress {
     pub checkpoint: i64,
     /// Settled positions above it.
     pub settled_above: Vec<i64>,
+    /// Events delivered in the current generation and not settled, by
+    /// position.
+    pub delivered: Vec<Delivered>,
     /// Events in flight now.
     pub in_flight: i32,
     /// Consumers connected now.
@@ -53,15 +67,20 @@ pub async fn write_progress(
     if !fence.hold(&mut tx).await? {
         return Ok(false);
     }
+    let delivered: Vec<i64> = progress.delivered.iter().map(|d| d.position).collect();
+    let attempts: Vec<i32> = progress.delivered.iter().map(|d| d.attempts).collect();
     sqlx::query(
         "UPDATE subscriptions SET checkpoint = greatest(checkpoint, $2), settled_above = $3, \
-             in_flight = $4, consumers = $5 WHERE name = $1",
+             in_flight = $4, consumers = $5, delivered = $6, delivered_attempts = $7 \
+         WHERE name = $1",
     )
     .bind(name)
     .bind(progress.checkpoint)
     .bind(&progress.settled_above)
     .bind(progress.in_flight)
     .bind(progress.consumers)
+    .bind(&delivered)
+    .bind(&attempts)
     .execute(&mut *tx)
     .await?;
     if !progress.park.is_empty() {
@@ -96,7 +115,8 @@ pub async fn write_progress(
 }
 
 /// Moves the checkpoint to `checkpoint` (backwards too) and forgets what was
-/// settled above it: the leader's reset. `Ok(false)` when fenced off.
+/// settled above it and what was delivered: the leader's reset, which
+/// starts a new generation of deliveries. `Ok(false)` when fenced off.
 ///
 /// # Errors
 ///
@@ -112,7 +132,8 @@ pub async fn reset_progress(
         return Ok(false);
     }
     sqlx::query(
-        "UPDATE subscriptions SET checkpoint = $2, settled_above = '{}', updated_at = clock_timestamp() \
+        "UPDATE subscriptions SET checkpoint = $2, settled_above = '{}', delivered = '{}', \
+             delivered_attempts = '{}', updated_at = clock_timestamp() \
          WHERE name = $1",
     )
     .bind(name)
@@ -146,6 +167,20 @@ pub async fn mark_replay(
     .await?;
     tx.commit().await?;
     Ok(Some(positions))
+}
+
+/// Which of `positions` still have an event (a hard delete erases them).
+///
+/// # Errors
+///
+/// When the database fails.
+pub async fn existing(pool: &PgPool, positions: &[i64]) -> Result<Vec<i64>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT position FROM events WHERE position = ANY($1)")
+            .bind(positions)
+            .fetch_all(pool)
+            .await?,
+    )
 }
 
 /// The events at `positions` (those that still exist), by position.

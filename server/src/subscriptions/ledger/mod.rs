@@ -9,8 +9,25 @@
 //! the ledger computes. That keeps every rule here testable with plain
 //! values.
 //!
+//! **Generations.** A reset starts a new generation of deliveries: what went
+//! out before it is void. An ack or a nack settles an event only if it was
+//! delivered in the current generation and is not settled yet (it is out
+//! with a consumer, or its ack timeout lapsed and it waits to go out again);
+//! anything else (an event read but never delivered, one delivered before
+//! the reset, a position never read or above the head) is ignored, and the
+//! dispatcher counts it. A failover or a settings change continues the
+//! generation: the progress carries what was delivered, with its attempts
+//! ([`Delivered`]), so a new leader settles acks of deliveries the old one
+//! made and goes on counting their attempts towards `max_retries`.
+//!
+//! **Erasure.** A hard delete erases a stream's events for good: [`Ledger::erase_stream`]
+//! (told by a notice) and [`Ledger::checked`] (a check against the database,
+//! before any redelivery) drop them, settled for the checkpoint since
+//! nothing is left to deliver; the deliveries of them still out are handed
+//! back so the dispatcher can revoke their frames.
+//!
 //! This module takes events in and hands them out; [`settle`] holds what
-//! acks, nacks, timeouts and resets do, and the progress to write.
+//! acks, nacks, timeouts, resets and erasures do, and the progress to write.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
@@ -21,9 +38,10 @@ use strata_core::subscription::{PartitionBy, SubscriptionSettings};
 
 use super::frame;
 use crate::store::StoredEvent;
-use crate::store::subscriptions::Park;
+use crate::store::subscriptions::{Delivered, Park};
 
 mod settle;
+pub use settle::{Outcome, Revoked};
 #[cfg(test)]
 mod tests;
 
@@ -44,8 +62,12 @@ enum State {
 #[derive(Debug)]
 struct Entry {
     json: Bytes,
+    /// Its stream: what a hard delete names.
+    stream: Arc<str>,
     key: Option<Arc<str>>,
     attempts: u32,
+    /// The generation it was last delivered in (`None`: never delivered).
+    delivered_in: Option<u64>,
     state: State,
     /// A parked event put back in line (below the checkpoint).
     replay: bool,
@@ -68,6 +90,8 @@ pub struct Delivery<'a> {
     pub json: &'a Bytes,
     /// Which delivery this is: 1 for the first.
     pub attempt: u32,
+    /// The generation it goes out in: a reset voids it.
+    pub generation: u64,
 }
 
 /// The state of one subscription's deliveries; see the module docs.
@@ -79,6 +103,11 @@ pub struct Ledger {
     partition_by: PartitionBy,
     /// Every position up to this is settled and written.
     checkpoint: i64,
+    /// The current generation of deliveries; a reset starts the next.
+    generation: u64,
+    /// Deliveries of this generation that an earlier leader made, by
+    /// position, with their attempts: taken up as the events are read again.
+    carried: BTreeMap<i64, u32>,
     /// Settled positions above the checkpoint (acks out of order).
     settled_above: BTreeSet<i64>,
     /// The next position to read from the source.
@@ -89,6 +118,11 @@ pub struct Ledger {
     /// the read buffer.
     normal_pending: usize,
     in_flight: usize,
+    /// Events back in line after a delivery (timed out, nacked with
+    /// `retry`, their consumer gone), or all of them after a notice may have
+    /// been missed: each goes out again only after a look in the database
+    /// that a hard delete did not erase it meanwhile.
+    recheck: BTreeSet<i64>,
     /// Partitions with an event out.
     busy: HashSet<Arc<str>>,
     /// When the events out lapse.
@@ -102,19 +136,32 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    /// Starts from the stored progress: nothing pending, nothing out.
-    pub fn new(settings: &SubscriptionSettings, checkpoint: i64, settled_above: &[i64]) -> Self {
+    /// Starts from the stored progress: nothing pending, nothing out; the
+    /// deliveries an earlier leader made in this generation (`delivered`)
+    /// are taken up when their events are read.
+    pub fn new(
+        settings: &SubscriptionSettings,
+        checkpoint: i64,
+        settled_above: &[i64],
+        delivered: &[Delivered],
+    ) -> Self {
         Ledger {
             max_in_flight: settings.max_in_flight as usize,
             ack_timeout: Duration::from_millis(settings.ack_timeout_ms),
             max_retries: settings.max_retries,
             partition_by: settings.partition_by,
             checkpoint,
+            generation: 0,
+            carried: delivered
+                .iter()
+                .map(|d| (d.position, d.attempts.max(0) as u32))
+                .collect(),
             settled_above: settled_above.iter().copied().collect(),
             cursor: checkpoint + 1,
             pending: BTreeMap::new(),
             normal_pending: 0,
             in_flight: 0,
+            recheck: BTreeSet::new(),
             busy: HashSet::new(),
             deadlines: BTreeSet::new(),
             consumers: Vec::new(),
@@ -170,11 +217,16 @@ impl Ledger {
         }
     }
 
-    fn entry(&self, event: &StoredEvent, replay: bool) -> Entry {
+    /// A new entry for `event`, taking up a delivery an earlier leader made
+    /// of it in this generation.
+    fn entry(&mut self, event: &StoredEvent, replay: bool) -> Entry {
+        let carried = self.carried.remove(&event.position);
         Entry {
             json: frame::event_json(event),
+            stream: Arc::from(event.stream.as_str()),
             key: self.key_of(event),
-            attempts: 0,
+            attempts: carried.unwrap_or(0),
+            delivered_in: carried.map(|_| self.generation),
             state: State::Waiting,
             replay,
             last_consumer: None,
@@ -194,9 +246,17 @@ impl Ledger {
         self.normal_pending += 1;
     }
 
-    /// The source was read up to `next` (exclusive).
+    /// The source was read up to `next` (exclusive). A delivery carried
+    /// from an earlier leader whose event that read did not find was erased
+    /// since: it is forgotten.
     pub fn read_to(&mut self, next: i64) {
-        if next != self.cursor {
+        let beyond = self.carried.split_off(&next);
+        let read = std::mem::replace(&mut self.carried, beyond);
+        let vanished = read.range(self.cursor..).next().is_some();
+        // (Carried replays lie below the cursor; they wait for their replay.)
+        self.carried
+            .extend(read.range(..self.cursor).map(|(p, a)| (*p, *a)));
+        if next != self.cursor || vanished {
             self.dirty = true;
         }
         self.cursor = next;
@@ -213,8 +273,10 @@ impl Ledger {
                 self.pending.insert(event.position, entry);
             }
         }
-        self.to_unpark
-            .extend(positions.iter().filter(|p| !found.contains(p)));
+        for position in positions.iter().filter(|p| !found.contains(p)) {
+            self.carried.remove(position);
+            self.to_unpark.push(*position);
+        }
     }
 
     /// A consumer connected.
@@ -239,6 +301,7 @@ impl Ledger {
             .collect();
         for position in orphans {
             self.release(position);
+            self.recheck.insert(position);
         }
         self.consumers.retain(|c| !gone.contains(&c.id));
         self.dirty = true;
@@ -246,7 +309,8 @@ impl Ledger {
 
     /// Hands waiting events out, in position order, while fewer than
     /// `max_in_flight` are out; with partitions, one per partition and never
-    /// ahead of an earlier event of it. `offer` gets each delivery with the
+    /// ahead of an earlier event of it. An event waiting for its look in the
+    /// database ([`Ledger::to_check`]) does not go out yet. `offer` gets each delivery with the
     /// consumers to try in order (the fewest events out first; for a
     /// redelivery, the one that let it lapse last) and answers which one
     /// took it; `None` (every consumer full) stops the round. Returns the
@@ -268,15 +332,15 @@ impl Ledger {
             if self.in_flight >= max {
                 break;
             }
+            let ready = entry.state == State::Waiting && !self.recheck.contains(&position);
             if partitioned {
                 let key = entry.key.as_ref().expect("partitioned entries have keys");
-                if entry.state != State::Waiting || self.busy.contains(key) || blocked.contains(key)
-                {
+                if !ready || self.busy.contains(key) || blocked.contains(key) {
                     // Later events of this partition wait for this one.
                     blocked.insert(Arc::clone(key));
                     continue;
                 }
-            } else if entry.state != State::Waiting {
+            } else if !ready {
                 continue;
             }
             let mut order: Vec<&Load> = self.consumers.iter().collect();
@@ -287,6 +351,7 @@ impl Ledger {
                 position,
                 json: &entry.json,
                 attempt: entry.attempts + 1,
+                generation: self.generation,
             };
             let Some(taken) = offer(&delivery, &order) else {
                 // Every consumer is full (or gone): try again later.
@@ -298,6 +363,7 @@ impl Ledger {
             };
             consumer.in_flight += 1;
             entry.attempts += 1;
+            entry.delivered_in = Some(self.generation);
             entry.last_consumer = Some(taken);
             entry.state = State::InFlight {
                 consumer: taken,

@@ -3,18 +3,24 @@
 //!
 //! - [`settling`]: acks, nacks, timeouts, parking, replays and resets, and
 //!   the checkpoint they allow;
+//! - [`generations`]: which acks and nacks count, across resets and
+//!   failovers;
+//! - [`erasure`]: what a hard delete takes away;
 //! - [`delivery`]: who gets which event when, and in which order.
 
 mod delivery;
+mod erasure;
+mod generations;
 mod settling;
 
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use strata_core::subscription::{PartitionBy, Source, StartFrom, SubscriptionSettings};
 use uuid::Uuid;
 
-use super::{ConsumerId, Ledger};
+use super::{ConsumerId, Ledger, Revoked};
 use crate::store::StoredEvent;
 
 const TIMEOUT: Duration = Duration::from_millis(1_000);
@@ -52,7 +58,7 @@ fn event(position: i64, stream: &str) -> StoredEvent {
 /// A ledger that read `events` from the source (up to the last of them),
 /// starting from checkpoint 0.
 fn given(settings: &SubscriptionSettings, events: &[StoredEvent]) -> Ledger {
-    let mut ledger = Ledger::new(settings, 0, &[]);
+    let mut ledger = Ledger::new(settings, 0, &[], &[]);
     read(&mut ledger, events);
     ledger
 }
@@ -74,9 +80,23 @@ struct Sent {
     attempt: u32,
 }
 
-/// A dispatch round in which every consumer has room: each delivery goes
-/// to the consumer the ledger prefers.
+/// The dispatcher's look in the database at what the ledger wants checked
+/// before it goes out again: `erased` are gone, the others still exist.
+fn look_up(ledger: &mut Ledger, erased: &[i64]) -> Vec<Revoked> {
+    let checked = ledger.to_check();
+    let existing: HashSet<i64> = checked
+        .iter()
+        .copied()
+        .filter(|p| !erased.contains(p))
+        .collect();
+    ledger.checked(&checked, &existing)
+}
+
+/// A dispatch round in which every consumer has room, after the look in
+/// the database (nothing erased): each delivery goes to the consumer the
+/// ledger prefers.
 fn deliver(ledger: &mut Ledger, now: Instant) -> Vec<Sent> {
+    look_up(ledger, &[]);
     let mut sent = Vec::new();
     let count = ledger.dispatch(now, |delivery, preferred| {
         let consumer = preferred[0];
@@ -97,6 +117,10 @@ fn positions(sent: &[Sent]) -> Vec<i64> {
 
 fn ack_all(ledger: &mut Ledger, positions: &[i64]) {
     for &position in positions {
-        ledger.ack(position);
+        assert_eq!(
+            ledger.ack(position),
+            super::Outcome::Done,
+            "ack of {position}"
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use strata_core::subscription::{NackAction, ParkReason, PartitionBy};
 
-use super::super::Ledger;
 use super::super::settle::Expired;
+use super::super::{Ledger, Outcome};
 use super::{TIMEOUT, ack_all, deliver, event, given, positions, read, settings};
 use crate::store::subscriptions::Park;
 
@@ -30,7 +30,7 @@ fn an_out_of_order_ack_keeps_the_checkpoint_below_the_gap() {
     assert_eq!(ledger.checkpoint(), 0);
 
     // When the gap closes, the checkpoint moves past all three.
-    ledger.ack(1);
+    ack_all(&mut ledger, &[1]);
     let progress = ledger.progress();
     assert_eq!((progress.checkpoint, progress.settled_above.len()), (3, 0));
     ledger.written(&progress);
@@ -46,7 +46,7 @@ fn a_retry_past_max_retries_parks_the_event() {
     ledger.connect();
     let now = Instant::now();
     assert_eq!(deliver(&mut ledger, now)[0].attempt, 1);
-    assert!(!ledger.nack(1, NackAction::Retry));
+    assert_eq!(ledger.nack(1, NackAction::Retry), Outcome::Done);
     assert!(!ledger.must_write());
 
     // When its retry is nacked too.
@@ -55,7 +55,7 @@ fn a_retry_past_max_retries_parks_the_event() {
 
     // Then it is parked for running out of retries, written at once, and
     // no longer holds the checkpoint back nor goes out again.
-    assert!(parked);
+    assert_eq!(parked, Outcome::Parked);
     assert!(ledger.must_write());
     let progress = ledger.progress();
     assert_eq!(
@@ -105,8 +105,8 @@ fn a_nack_with_park_parks_at_once_and_skip_settles() {
     deliver(&mut ledger, Instant::now());
 
     // When one is nacked with park and the other with skip.
-    assert!(ledger.nack(1, NackAction::Park));
-    assert!(!ledger.nack(2, NackAction::Skip));
+    assert_eq!(ledger.nack(1, NackAction::Park), Outcome::Parked);
+    assert_eq!(ledger.nack(2, NackAction::Skip), Outcome::Done);
 
     // Then the first is parked for the nack, and both are settled.
     let progress = ledger.progress();
@@ -130,7 +130,7 @@ fn acking_a_replayed_parked_event_unparks_it() {
     ledger.connect();
     let now = Instant::now();
     deliver(&mut ledger, now);
-    ledger.nack(1, NackAction::Park);
+    assert_eq!(ledger.nack(1, NackAction::Park), Outcome::Parked);
     let progress = ledger.progress();
     ledger.written(&progress);
     assert_eq!(ledger.checkpoint(), 1);
@@ -146,7 +146,7 @@ fn acking_a_replayed_parked_event_unparks_it() {
     assert_eq!(ledger.progress().checkpoint, 1);
 
     // ...and leaves the parked list once acked.
-    ledger.ack(1);
+    assert_eq!(ledger.ack(1), Outcome::Done);
     let progress = ledger.progress();
     assert_eq!(progress.unpark, [5, 1]);
     assert!(progress.park.is_empty());
@@ -160,13 +160,13 @@ fn a_reset_forgets_what_was_read_and_settled() {
     // out and 8 acked.
     let s = settings(PartitionBy::None, 10, 5);
     let events = [event(6, "a-6"), event(7, "a-7"), event(8, "a-8")];
-    let mut ledger = Ledger::new(&s, 5, &[]);
+    let mut ledger = Ledger::new(&s, 5, &[], &[]);
     ledger.admit_replays(&[event(2, "a-2")], &[2]);
     read(&mut ledger, &events);
     ledger.connect();
     let now = Instant::now();
     assert_eq!(positions(&deliver(&mut ledger, now)), [2, 6, 7, 8]);
-    ledger.ack(8);
+    assert_eq!(ledger.ack(8), Outcome::Done);
 
     // When it is reset to 0.
     ledger.reset(0);
@@ -193,7 +193,7 @@ fn a_reset_forgets_what_was_read_and_settled() {
 fn settled_positions_above_the_checkpoint_are_not_delivered_again() {
     // Given a leader taking over with 2 settled above checkpoint 0.
     let s = settings(PartitionBy::None, 10, 5);
-    let mut ledger = Ledger::new(&s, 0, &[2]);
+    let mut ledger = Ledger::new(&s, 0, &[2], &[]);
     ledger.connect();
 
     // When 1..3 are read, then only 1 and 3 go out, and settling them
