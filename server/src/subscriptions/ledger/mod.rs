@@ -205,10 +205,11 @@ impl Ledger {
         self.deadlines.first().map(|(deadline, _)| *deadline)
     }
 
-    fn key_of(&self, event: &StoredEvent) -> Option<Arc<str>> {
+    /// The partition of `event`, whose stream is `stream`.
+    fn key_of(&self, event: &StoredEvent, stream: &Arc<str>) -> Option<Arc<str>> {
         match self.partition_by {
             PartitionBy::None => None,
-            PartitionBy::Stream => Some(Arc::from(event.stream.as_str())),
+            PartitionBy::Stream => Some(Arc::clone(stream)),
             PartitionBy::CorrelationId => Some(match event.correlation_id {
                 Some(id) => Arc::from(id.to_string().as_str()),
                 // Without a correlation id an event is its own partition.
@@ -221,10 +222,11 @@ impl Ledger {
     /// of it in this generation.
     fn entry(&mut self, event: &StoredEvent, replay: bool) -> Entry {
         let carried = self.carried.remove(&event.position);
+        let stream: Arc<str> = Arc::from(event.stream.as_str());
         Entry {
             json: frame::event_json(event),
-            stream: Arc::from(event.stream.as_str()),
-            key: self.key_of(event),
+            key: self.key_of(event, &stream),
+            stream,
             attempts: carried.unwrap_or(0),
             delivered_in: carried.map(|_| self.generation),
             state: State::Waiting,
