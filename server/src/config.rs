@@ -1,7 +1,6 @@
 //! The command line: `strata serve | dev | migrate`, every flag with a
 //! `STRATA_…` environment twin, validated before anything starts.
 
-pub use crate::http::subscriptions::proxy::FollowerCalls;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -204,6 +203,16 @@ pub struct NodeConfig {
     /// How long a client may take over its headers, its body, and between
     /// requests.
     pub timeouts: Timeouts,
+}
+
+/// What a follower does with a call only the leader serves
+/// (`http::subscriptions::proxy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FollowerCalls {
+    /// Pass it on to the leader and stream its answer back.
+    Proxy,
+    /// Answer `307` with the leader's URL.
+    Redirect,
 }
 
 /// The connection timeouts (API.md, Security → TLS and limits).

@@ -69,7 +69,7 @@ pub struct AppState {
     pub database: crate::health::DatabaseHealth,
     /// What this node does with leader-only calls for subscriptions another
     /// node leads.
-    pub follower_calls: subscriptions::proxy::FollowerCalls,
+    pub follower_calls: crate::config::FollowerCalls,
     /// The HTTP client that passes such calls on.
     pub forwarder: reqwest::Client,
 }

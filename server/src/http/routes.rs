@@ -115,7 +115,7 @@ mod tests {
             sse_keepalive: Duration::from_secs(15),
             node_id: "routes-test".into(),
             database: crate::health::DatabaseHealth::up(),
-            follower_calls: crate::http::subscriptions::proxy::FollowerCalls::Proxy,
+            follower_calls: crate::config::FollowerCalls::Proxy,
             forwarder: reqwest::Client::new(),
             pool,
         };

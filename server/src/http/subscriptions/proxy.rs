@@ -17,21 +17,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 
+use crate::config::FollowerCalls;
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::store::subscriptions::{self as db, resource};
 
 /// Marks a call one node forwarded to another.
 const FORWARDED_BY: HeaderName = HeaderName::from_static("strata-forwarded-by");
-
-/// What a follower does with a call only the leader serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum FollowerCalls {
-    /// Pass it on to the leader and stream its answer back.
-    Proxy,
-    /// Answer `307` with the leader's URL.
-    Redirect,
-}
 
 /// The client that passes calls on: no redirects followed (a `307` from a
 /// leader that just stepped down goes back to the caller), a short connect
