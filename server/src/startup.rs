@@ -18,7 +18,7 @@ use crate::health::DatabaseHealth;
 use crate::http::{self, AppState};
 use crate::live::{Live, LiveOptions};
 use crate::notifications::Notifications;
-use crate::store::{self, Appender};
+use crate::store::{self, Appender, CommitListener, Committed};
 use crate::subscriptions::Subscriptions;
 use strata_pg::lease::{Leases, Membership};
 
@@ -115,13 +115,10 @@ impl Application {
             },
             shutdown_rx.clone(),
         );
-        let on_commit = {
-            let (live, notifications) = (live.clone(), notifications.clone());
-            Arc::new(move |last: i64| {
-                live.committed(last);
-                notifications.committed(last);
-            })
-        };
+        let on_commit = Arc::new(NodeCommits {
+            live: live.clone(),
+            notifications: notifications.clone(),
+        });
         let appender = Appender::start(pool.clone(), config.committers, on_commit);
         let subscriptions = Subscriptions::new(pool.clone(), live.clone(), notifications.clone());
         let state = AppState {
@@ -266,5 +263,24 @@ pub async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+    }
+}
+
+/// Who hears this node's commits: the live feed (with the events, when it
+/// wants them) and the notices to the other nodes.
+struct NodeCommits {
+    live: Live,
+    notifications: Notifications,
+}
+
+impl CommitListener for NodeCommits {
+    fn wants_events(&self, bytes: usize) -> bool {
+        self.live.wants_events(bytes)
+    }
+
+    fn committed(&self, commit: Committed) {
+        let last = commit.last_position;
+        self.live.committed(commit);
+        self.notifications.committed(last);
     }
 }

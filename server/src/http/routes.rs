@@ -95,7 +95,7 @@ mod tests {
         // The feed's tasks end at once; the state only needs the handle.
         stop.send_replace(true);
         let state = AppState {
-            appender: Appender::start(pool.clone(), 1, Arc::new(|_| {})),
+            appender: Appender::start(pool.clone(), 1, Arc::new(())),
             limits: Limits::default(),
             body_budget: Arc::new(Semaphore::new(1)),
             timeouts: crate::config::Timeouts::default(),

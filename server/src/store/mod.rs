@@ -24,7 +24,10 @@ use std::time::Duration;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-pub use append::{AppendCommand, AppendError, AppendOutcome, Appender, CommitHook, PreparedEvent};
+pub use append::{
+    AppendCommand, AppendError, AppendOutcome, Appender, CommitHook, CommitListener, Committed,
+    PreparedEvent,
+};
 pub use delete::{DeleteError, delete_stream};
 pub use error::StoreError;
 pub use event::StoredEvent;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, mpsc};
 
+use super::idempotency::RecentRepeats;
 use super::{CommitHook, Job, group};
 
 /// Group size limits: enough to amortise a commit, small enough to keep the
@@ -34,6 +35,8 @@ pub(super) struct Committers {
     /// group does not wait (open-loop clients, who do not come back when
     /// answered, cost at most every other group a wait).
     missed: AtomicBool,
+    /// Whether groups should look their ids up first.
+    repeats: RecentRepeats,
 }
 
 impl Committers {
@@ -47,6 +50,7 @@ impl Committers {
             target: AtomicUsize::new(1),
             last_group_micros: AtomicU64::new(0),
             missed: AtomicBool::new(false),
+            repeats: RecentRepeats::new(),
         }
     }
 }
@@ -193,7 +197,8 @@ pub(super) async fn committer(shared: Arc<Committers>, pool: PgPool, on_commit: 
         drop(receiver);
         update_target(&shared);
         let started = Instant::now();
-        carried.extend(group::run(&pool, group, &on_commit, false).await);
+        let check_ids = shared.repeats.lately();
+        carried.extend(group::run(&pool, group, &on_commit, &shared.repeats, check_ids).await);
         shared.last_group_micros.store(
             u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             Ordering::Release,

@@ -1,18 +1,24 @@
 //! One group: run the statement, answer each request, and when the group
-//! fails in a way one request may have caused, run each request on its own.
+//! fails in a way one request may have caused, run it again looking its ids
+//! up, and then each request on its own.
 
 use std::time::Instant;
 
 use sqlx::PgPool;
-use strata_core::{AppendResult, AppendedEvent};
 
+use super::idempotency::{self, RecentRepeats};
 use super::statement::{self, Verdict};
-use super::{AppendCommand, AppendError, AppendOutcome, CommitHook, Job};
+use super::{AppendCommand, AppendError, CommitHook, Committed, Job};
 use crate::store::error::{Failure, StoreError, classify};
 
 /// Rounds before a group gives up on retryable failures (deadlocks, a stream
 /// created concurrently): only under pathological contention.
 const MAX_ROUNDS: u32 = 10;
+
+/// Rounds a group of several requests takes on unique violations before it
+/// is split: the second looks the ids up (a repeat the first did not
+/// expect), a third covers an append of the same ids committing beside it.
+const UNIQUE_ROUNDS: u32 = 3;
 
 /// Runs one group and answers its requests; returns the deferred ones.
 /// `check_ids`: look the ids up before writing (see `strata_append`).
@@ -20,17 +26,30 @@ pub(super) async fn run(
     pool: &PgPool,
     group: Vec<Job>,
     on_commit: &CommitHook,
+    repeats: &RecentRepeats,
     mut check_ids: bool,
 ) -> Vec<Job> {
     let started = Instant::now();
+    let bytes: usize = group
+        .iter()
+        .flat_map(|job| &job.command.events)
+        .map(|e| e.data.get().len() + e.metadata.as_ref().map_or(2, |m| m.get().len()) + 128)
+        .sum();
     let mut round = 0;
     loop {
         round += 1;
+        let feed = on_commit.wants_events(bytes);
         let commands: Vec<&AppendCommand> = group.iter().map(|job| &job.command).collect();
-        let error = match statement::run(pool, &commands, check_ids).await {
+        let error = match statement::run(pool, &commands, check_ids, feed).await {
             Ok(outcome) => {
-                if let Some(last) = outcome.last_position {
-                    on_commit(last);
+                if outcome.repeats {
+                    repeats.seen();
+                }
+                if let Some(last_position) = outcome.last_position {
+                    on_commit.committed(Committed {
+                        last_position,
+                        events: outcome.stored,
+                    });
                 }
                 metrics::histogram!("strata_append_group_requests").record(group.len() as f64);
                 metrics::histogram!("strata_append_group_seconds")
@@ -50,18 +69,30 @@ pub(super) async fn run(
             // sees the other transaction's outcome.
             Failure::Retry if round < MAX_ROUNDS => continue,
             // An id is stored already (a retry, a duplicate, or a concurrent
-            // append of the same ids): look the ids up this time.
-            Failure::Unique(_) if round < MAX_ROUNDS && group.len() == 1 => {
+            // append of the same ids): look the ids up this time, for the
+            // whole group, which then answers repeats without failing.
+            Failure::Unique(_)
+                if (group.len() == 1 && round < MAX_ROUNDS) || round < UNIQUE_ROUNDS =>
+            {
+                repeats.seen();
                 check_ids = true;
                 continue;
             }
             Failure::Unique(_) | Failure::Data | Failure::Other if group.len() > 1 => {
                 // One request may be to blame: run each on its own.
+                metrics::counter!("strata_append_group_splits_total").increment(1);
                 let unique = matches!(failure, Failure::Unique(_));
                 let mut deferred = Vec::new();
                 for job in group {
                     deferred.extend(
-                        Box::pin(run(pool, vec![job], on_commit, check_ids || unique)).await,
+                        Box::pin(run(
+                            pool,
+                            vec![job],
+                            on_commit,
+                            repeats,
+                            check_ids || unique,
+                        ))
+                        .await,
                     );
                 }
                 return deferred;
@@ -112,27 +143,12 @@ fn answer(group: Vec<Job>, verdicts: Vec<Verdict>) -> Vec<Job> {
             Verdict::Accepted {
                 first_position,
                 first_version,
-            } => {
-                let events: Vec<AppendedEvent> = job
-                    .command
-                    .events
-                    .iter()
-                    .enumerate()
-                    .map(|(i, event)| AppendedEvent {
-                        id: event.id,
-                        version: (first_version + i as i64) as u64,
-                        position: (first_position + i as i64) as u64,
-                    })
-                    .collect();
-                Ok(AppendOutcome {
-                    result: AppendResult {
-                        stream: job.command.stream.clone(),
-                        version: events.last().map_or(0, |e| e.version),
-                        events,
-                    },
-                    created: true,
-                })
-            }
+            } => Ok(idempotency::consecutive(
+                &job.command,
+                first_version,
+                first_position,
+                true,
+            )),
         };
         metrics::histogram!("strata_append_seconds").record(job.queued.elapsed().as_secs_f64());
         let _ = job.reply.send(result);

@@ -13,11 +13,21 @@
 //! The committers share one queue; a small group waits for the running one
 //! to finish, a large one runs beside it (see `gather`). A request whose ids
 //! are stored already is told apart here: an idempotent retry (same ids, same
-//! stream, same order) or a duplicate. A request whose outcome depends on
-//! another request of the same group (the same ids twice) waits for the next
-//! group. If the statement fails in a way one request may have caused (a
-//! unique or data error), each request runs again on its own, so that one bad
-//! request cannot fail others.
+//! stream, same order) or a duplicate. While the node has seen such repeats
+//! lately (clients retrying after a timeout or a failover), groups look
+//! their ids up in the same statement and exact repeats are answered there,
+//! so a repeat costs an index lookup rather than failing the group it landed
+//! in; a group the unique index refuses anyway runs once more with the
+//! lookup. A request whose outcome depends on another request of the same
+//! group (the same ids twice) waits for the next group. If the statement
+//! still fails in a way one request may have caused (a unique or data
+//! error), each request runs again on its own, so that one bad request
+//! cannot fail others.
+//!
+//! The statement can return the events it stored as PostgreSQL prints them
+//! ([`Committed::events`]); the live feed asks for them while someone on the
+//! node follows it, and then sends the node's own commits without reading
+//! them back.
 
 mod gather;
 mod group;
@@ -34,6 +44,7 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::error::StoreError;
+use crate::store::StoredEvent;
 use gather::{Committers, Outstanding};
 
 /// An event ready to be stored: validated, with its id decided.
@@ -107,9 +118,40 @@ struct Job {
     queued: Instant,
 }
 
-/// Called after each commit with the highest position stored, so that live
-/// subscribers can be woken.
-pub type CommitHook = Arc<dyn Fn(i64) + Send + Sync>;
+/// What one group commit stored, told to the node's [`CommitListener`].
+#[derive(Debug)]
+pub struct Committed {
+    /// The highest position the group stored.
+    pub last_position: i64,
+    /// Every event the group stored, in position order (consecutive up to
+    /// `last_position`), exactly as a read returns them — when the listener
+    /// asked for them ([`CommitListener::wants_events`]); `None` otherwise.
+    pub events: Option<Vec<StoredEvent>>,
+}
+
+/// Hears each commit of this node's group commit, before its requests are
+/// answered: the live feed and the commit notices to other nodes.
+pub trait CommitListener: Send + Sync {
+    /// Asked before a group runs: should the commit carry the events it
+    /// stores? `bytes` is about what they would take. Returning them costs
+    /// the statement a few rows, so say yes only when they are needed.
+    fn wants_events(&self, bytes: usize) -> bool;
+
+    /// The group is committed.
+    fn committed(&self, commit: Committed);
+}
+
+/// Hears nothing: for an appender nobody follows (tests, tools).
+impl CommitListener for () {
+    fn wants_events(&self, _bytes: usize) -> bool {
+        false
+    }
+
+    fn committed(&self, _commit: Committed) {}
+}
+
+/// The node's commit listener, shared by the committer tasks.
+pub type CommitHook = Arc<dyn CommitListener>;
 
 /// The queue in front of the committer tasks.
 #[derive(Clone)]

@@ -1,9 +1,11 @@
 //! The group statement: one call of `strata_append` (in the migrations) for
-//! the whole group, and its rows turned into one verdict per request.
+//! the whole group, and its rows turned into one verdict per request (and,
+//! when asked, into the events as stored, for the live feed).
 
 use std::collections::HashSet;
 use std::time::Instant;
 
+use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
 use sqlx::PgPool;
 use sqlx::types::Json;
@@ -12,6 +14,7 @@ use uuid::Uuid;
 
 use super::idempotency;
 use super::{AppendCommand, AppendError, AppendOutcome};
+use crate::store::StoredEvent;
 
 /// `{}`, the metadata of events that have none.
 static EMPTY_OBJECT: std::sync::LazyLock<Box<RawValue>> =
@@ -35,6 +38,11 @@ pub(super) struct GroupOutcome {
     pub(super) verdicts: Vec<Verdict>,
     /// The group's last position, when it stored anything.
     pub(super) last_position: Option<i64>,
+    /// The events stored, in position order, when the statement was asked
+    /// to return them (`feed`) and stored any.
+    pub(super) stored: Option<Vec<StoredEvent>>,
+    /// Some request repeated ids already stored (a retry or a duplicate).
+    pub(super) repeats: bool,
 }
 
 /// The arguments of `strata_append`, one vector per SQL array.
@@ -86,6 +94,12 @@ enum Outcome {
     WrongExpectedVersion = 2,
     /// The stream is tombstoned.
     StreamDeleted = 3,
+    /// An exact repeat of a stored append: its events are stored from
+    /// `version` and `position` on, consecutively and in this order.
+    Repeated = 4,
+    /// Not a request: one event stored by this group (asked for by `feed`),
+    /// after the request rows.
+    Stored = 9,
 }
 
 /// One row of `strata_append`'s answer.
@@ -94,13 +108,19 @@ struct Row {
     outcome: Outcome,
     version: Option<i64>,
     position: Option<i64>,
+    created_at: Option<DateTime<Utc>>,
+    data: Option<String>,
+    metadata: Option<String>,
 }
 
 /// Runs `strata_append` for the group and turns its rows into verdicts.
+/// `check_ids`: look the group's ids up before judging it; `feed`: return
+/// the stored events too.
 pub(super) async fn run(
     pool: &PgPool,
     commands: &[&AppendCommand],
     check_ids: bool,
+    feed: bool,
 ) -> Result<GroupOutcome, sqlx::Error> {
     let mut names: Vec<&str> = commands.iter().map(|c| c.stream.as_str()).collect();
     names.sort_unstable();
@@ -141,10 +161,11 @@ pub(super) async fn run(
 
     let started = Instant::now();
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT outcome, version, position \
-         FROM strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        "SELECT outcome, version, position, created_at, data, metadata \
+         FROM strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(check_ids)
+    .bind(feed)
     .bind(&args.stream_names)
     .bind(&args.r_stream)
     .bind(&args.r_expected)
@@ -166,7 +187,9 @@ pub(super) async fn run(
     let mut appended = 0;
     let mut stored_ids_needed: Vec<Uuid> = Vec::new();
     let mut ids_stored: Vec<usize> = Vec::new();
-    for (row, &i) in rows.iter().zip(&sent) {
+    let mut repeats = false;
+    let (request_rows, stored_rows) = rows.split_at(sent.len().min(rows.len()));
+    for (row, &i) in request_rows.iter().zip(&sent) {
         let version = row.version;
         let command = commands[i];
         verdicts[i] = match row.outcome {
@@ -182,9 +205,28 @@ pub(super) async fn run(
                 }
             }
             Outcome::IdsStored => {
+                repeats = true;
                 stored_ids_needed.extend(command.events.iter().map(|e| e.id));
                 ids_stored.push(i);
                 Verdict::Deferred
+            }
+            Outcome::Repeated => {
+                repeats = true;
+                match (version, row.position) {
+                    (Some(version), Some(position)) => Verdict::Done(Ok(idempotency::consecutive(
+                        command, version, position, false,
+                    ))),
+                    _ => {
+                        return Err(sqlx::Error::Protocol(
+                            "strata_append answered a repeat without its position".into(),
+                        ));
+                    }
+                }
+            }
+            Outcome::Stored => {
+                return Err(sqlx::Error::Protocol(
+                    "strata_append returned fewer request rows than requests".into(),
+                ));
             }
             Outcome::WrongExpectedVersion => Verdict::Done(Err(AppendError::WrongExpectedVersion(
                 WrongExpectedVersion {
@@ -205,8 +247,65 @@ pub(super) async fn run(
     if appended > 0 {
         metrics::counter!("strata_events_appended_total").increment(appended as u64);
     }
+    let stored = match base {
+        Some(base) if feed => Some(stored_events(
+            commands,
+            &verdicts,
+            stored_rows,
+            base,
+            appended,
+        )?),
+        _ => None,
+    };
     Ok(GroupOutcome {
         verdicts,
         last_position,
+        stored,
+        repeats,
     })
+}
+
+/// The events this group stored, in position order: what the request said
+/// (stream, id, type, correlation) joined with what the statement returned
+/// for each position (version, time, and the JSON as PostgreSQL prints it,
+/// which is what a read returns).
+fn stored_events(
+    commands: &[&AppendCommand],
+    verdicts: &[Verdict],
+    rows: &[Row],
+    base: i64,
+    appended: usize,
+) -> Result<Vec<StoredEvent>, sqlx::Error> {
+    let mismatch = || sqlx::Error::Protocol("strata_append's stored rows do not match".into());
+    if rows.len() != appended {
+        return Err(mismatch());
+    }
+    let mut slots: Vec<Option<StoredEvent>> = (0..appended).map(|_| None).collect();
+    for (command, verdict) in commands.iter().zip(verdicts) {
+        let Verdict::Accepted { first_position, .. } = verdict else {
+            continue;
+        };
+        for (i, event) in command.events.iter().enumerate() {
+            let position = first_position + i as i64;
+            let index = usize::try_from(position - base - 1).map_err(|_| mismatch())?;
+            let row = rows.get(index).ok_or_else(mismatch)?;
+            if row.outcome != Outcome::Stored || row.position != Some(position) {
+                return Err(mismatch());
+            }
+            let slot = slots.get_mut(index).ok_or_else(mismatch)?;
+            *slot = Some(StoredEvent {
+                position,
+                stream: command.stream.clone(),
+                version: row.version.ok_or_else(mismatch)?,
+                id: event.id,
+                event_type: event.event_type.clone(),
+                data: row.data.clone().ok_or_else(mismatch)?,
+                metadata: row.metadata.clone().ok_or_else(mismatch)?,
+                correlation_id: event.correlation_id,
+                causation_id: event.causation_id,
+                created_at: row.created_at.ok_or_else(mismatch)?,
+            });
+        }
+    }
+    slots.into_iter().map(|s| s.ok_or_else(mismatch)).collect()
 }
