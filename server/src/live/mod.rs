@@ -1,13 +1,16 @@
 //! Live delivery: one tail reader per node, fanning new events out to every
 //! subscriber of the node.
 //!
-//! The **tail** task ([`tail`]) reads `$all` from its cursor whenever
-//! something may have been committed, and broadcasts what it read as a
-//! [`Batch`]. It is woken by this node's own commits (in process), by other
-//! nodes' commit notices (through [`crate::notifications`]), and, as a safety
-//! net, every `--live-poll-ms`. The number of queries it makes does not depend
-//! on the number of subscribers; with none at all it reads nothing, and skips
-//! to the head when the first one comes.
+//! The **tail** task ([`tail`]) broadcasts new events as [`Batch`]es. This
+//! node's own commits come with the events they stored (the group statement
+//! returns them while someone follows the feed, see [`pending`]), so the
+//! tail sends them without reading them back; other nodes' commits, which it
+//! hears of through their notices ([`crate::notifications`]), and anything it
+//! could not be handed, it reads from `$all` at its cursor, and, as a safety
+//! net, every `--live-poll-ms`. Either way a batch is sent only once every
+//! lower position has been sent. The number of queries it makes does not
+//! depend on the number of subscribers; with none at all it reads nothing,
+//! and skips to the head when the first one comes.
 //!
 //! The fan-out ([`ring`]) is bounded in bytes (`--live-buffer-bytes`), not in
 //! batches: a subscriber that stops reading holds no more than that budget,
@@ -19,6 +22,7 @@
 //! the gap from the database on its own before going on.
 
 mod event;
+mod pending;
 mod ring;
 mod tail;
 
@@ -30,7 +34,9 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 
 use crate::notifications::{Erasure, Notifications};
+use crate::store::{CommitListener, Committed};
 pub use event::{Batch, LiveEvent, frame};
+use pending::Pending;
 use ring::Ring;
 pub use ring::{Receiver, RecvError};
 
@@ -60,6 +66,14 @@ struct Inner {
     /// and its polls of the head (other nodes' notices are counted in
     /// `notifications`).
     known_head: AtomicI64,
+    /// This node's commits the tail has the events of.
+    pending: Pending,
+    /// The highest position of this node's commits that came without their
+    /// events (nobody was following, or they were too large): the tail
+    /// reads up to there from the database.
+    unfed_head: AtomicI64,
+    /// Largest commit (in bytes) that should come with its events.
+    feed_max_bytes: usize,
 }
 
 impl Live {
@@ -76,11 +90,14 @@ impl Live {
                 wake: Notify::new(),
                 notifications,
                 known_head: AtomicI64::new(0),
+                pending: Pending::new(options.buffer_bytes / 4),
+                unfed_head: AtomicI64::new(0),
+                feed_max_bytes: options.buffer_bytes / 16,
             }),
         };
         // Hard deletes on any node: drop the erased events still held.
         let mut erasures = live.inner.notifications.erasures();
-        let erased = Arc::clone(&live.inner.ring);
+        let erased = live.clone();
         tokio::spawn(async move {
             while let Some(erasure) = erasures.recv().await {
                 if let Erasure::Stream(stream) = erasure {
@@ -109,15 +126,18 @@ impl Live {
     /// that have not read them are dropped, so none is handed out after the
     /// delete.
     pub fn erase(&self, stream: &str) {
+        self.inner.pending.erase(stream);
         self.inner.ring.erase(stream);
     }
 
-    /// This node committed events up to `last_position`: wake the tail now.
-    pub fn committed(&self, last_position: i64) {
-        self.inner
-            .known_head
-            .fetch_max(last_position, Ordering::AcqRel);
-        self.inner.wake.notify_one();
+    /// This node's commits that came without their events, up to here.
+    fn unfed_head(&self) -> i64 {
+        self.inner.unfed_head.load(Ordering::Acquire)
+    }
+
+    /// The highest position other nodes said they committed.
+    fn others_head(&self) -> i64 {
+        self.inner.notifications.others_head()
     }
 
     /// The highest position known committed: by this node's commits and
@@ -126,6 +146,28 @@ impl Live {
         self.inner
             .known_head
             .load(Ordering::Acquire)
-            .max(self.inner.notifications.others_head())
+            .max(self.others_head())
+    }
+}
+
+impl CommitListener for Live {
+    /// Only while someone on this node follows the feed, and for commits
+    /// that fit a share of the live buffer.
+    fn wants_events(&self, bytes: usize) -> bool {
+        bytes <= self.inner.feed_max_bytes && self.inner.ring.receiver_count() > 0
+    }
+
+    /// This node committed events up to `last_position`: hand the tail the
+    /// events (or, without them, the position to read up to) and wake it.
+    fn committed(&self, commit: Committed) {
+        let last = commit.last_position;
+        let held = commit
+            .events
+            .is_some_and(|events| self.inner.pending.offer(events));
+        if !held {
+            self.inner.unfed_head.fetch_max(last, Ordering::AcqRel);
+        }
+        self.inner.known_head.fetch_max(last, Ordering::AcqRel);
+        self.inner.wake.notify_one();
     }
 }

@@ -1,5 +1,6 @@
-//! The tail: reads `$all` from its cursor whenever something may have been
-//! committed, and broadcasts what it read.
+//! The tail: sends this node's commits as they are handed to it, reads
+//! `$all` from its cursor whenever something else may have been committed,
+//! and broadcasts both in position order.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -11,7 +12,7 @@ use strata_core::Direction;
 use tokio::sync::watch;
 
 use super::{Batch, Live, LiveEvent, LiveOptions};
-use crate::store::{self, AllFilter};
+use crate::store::{self, AllFilter, StoredEvent};
 
 /// Most events the tail reads per query.
 const TAIL_PAGE: i64 = 512;
@@ -87,9 +88,27 @@ pub(super) async fn run(
         let known = live.known_head();
         if live.inner.ring.receiver_count() == 0 {
             skip(&live, &pool, &mut cursor, known, polled).await;
+            // Anything held is below the cursor now.
+            let _ = live.inner.pending.take(cursor.next);
         } else {
-            read(&live, &pool, &mut cursor, options.buffer_bytes).await;
+            send_pending(&live, &mut cursor, options.buffer_bytes);
+            // This node's commits came with their events; read only for
+            // what did not: other nodes' commits, local ones too large to
+            // hand over, and (on the poll) anything not heard of at all.
+            if polled || live.unfed_head() >= cursor.next || live.others_head() >= cursor.next {
+                read(&live, &pool, &mut cursor, options.buffer_bytes).await;
+                send_pending(&live, &mut cursor, options.buffer_bytes);
+            }
         }
+    }
+}
+
+/// Sends the node's own commits that start where the cursor stands; one
+/// that starts beyond it waits until what lies between is known.
+fn send_pending(live: &Live, cursor: &mut Cursor, buffer_bytes: usize) {
+    while let Some((last, events)) = live.inner.pending.take(cursor.next) {
+        broadcast(live, cursor, &events, last, buffer_bytes);
+        cursor.next = last + 1;
     }
 }
 
@@ -136,37 +155,53 @@ async fn read(live: &Live, pool: &PgPool, cursor: &mut Cursor, buffer_bytes: usi
         };
         let next = page.next.unwrap_or(cursor.next);
         let full = page.events.len() as i64 >= cursor.page;
-        let mut read_bytes = 0;
-        if !page.events.is_empty() {
-            let mut events = Vec::new();
-            let mut bytes = 0;
-            let count = page.events.len();
-            for (i, stored) in page.events.iter().enumerate() {
-                let event = LiveEvent::new(stored);
-                bytes += event.bytes();
-                events.push(event);
-                let last = i + 1 == count;
-                if last || bytes >= buffer_bytes / BATCH_SHARE {
-                    // Contiguous ranges: this batch ends where the next begins.
-                    let end = if last { next - 1 } else { stored.position };
-                    let batch = Batch {
-                        start: cursor.broadcast_from,
-                        end,
-                        events: std::mem::take(&mut events),
-                    };
-                    metrics::counter!("strata_live_events_total")
-                        .increment(batch.events.len() as u64);
-                    live.inner.ring.send(Arc::new(batch));
-                    cursor.broadcast_from = end + 1;
-                    read_bytes += bytes;
-                    bytes = 0;
-                }
-            }
-        }
+        let read_bytes = broadcast(live, cursor, &page.events, next - 1, buffer_bytes);
         cursor.page = next_page(cursor.page, read_bytes, page.events.len(), buffer_bytes);
         cursor.next = next;
         if !full {
             return;
         }
     }
+}
+
+/// Broadcasts `events` (in position order, from the cursor on) in batches of
+/// at most a share of the live buffer, the last one covering up to `end`;
+/// returns the bytes sent.
+fn broadcast(
+    live: &Live,
+    cursor: &mut Cursor,
+    events: &[StoredEvent],
+    end: i64,
+    buffer_bytes: usize,
+) -> usize {
+    let mut sent_bytes = 0;
+    let mut batch = Vec::new();
+    let mut bytes = 0;
+    for (i, stored) in events.iter().enumerate() {
+        let event = LiveEvent::new(stored);
+        bytes += event.bytes();
+        batch.push(event);
+        let last = i + 1 == events.len();
+        if last || bytes >= buffer_bytes / BATCH_SHARE {
+            // Contiguous ranges: this batch ends where the next begins.
+            let batch_end = if last { end } else { stored.position };
+            send(live, cursor, std::mem::take(&mut batch), batch_end);
+            sent_bytes += bytes;
+            bytes = 0;
+        }
+    }
+    // Without events (all erased, or a page of holes) nothing is sent: the
+    // next batch starts at `broadcast_from` and covers the stretch too.
+    sent_bytes
+}
+
+fn send(live: &Live, cursor: &mut Cursor, events: Vec<LiveEvent>, end: i64) {
+    let batch = Batch {
+        start: cursor.broadcast_from,
+        end,
+        events,
+    };
+    metrics::counter!("strata_live_events_total").increment(batch.events.len() as u64);
+    live.inner.ring.send(Arc::new(batch));
+    cursor.broadcast_from = end + 1;
 }

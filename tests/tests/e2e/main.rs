@@ -17,6 +17,8 @@ mod limits;
 mod linearizability;
 /// Live subscriptions over Server-Sent Events.
 mod live;
+/// The node's own commits in its live feed, without reading them back.
+mod live_feed;
 /// Health, metrics, OpenAPI, shutdown, an unreachable database.
 mod ops;
 /// The `$all` ordering guarantee across nodes.
@@ -25,6 +27,8 @@ mod ordering;
 mod projections;
 /// Reads of streams, `$all` and the stream listing.
 mod read;
+/// Repeated appends inside busy groups.
+mod repeats;
 /// The SDK against real servers.
 mod sdk;
 /// The SDK's cqrs-es adapter.
