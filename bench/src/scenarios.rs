@@ -86,7 +86,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         for round in 1..=options.rounds {
             eprintln!("single-event appends, round {round}/{} ...", options.rounds);
             if options.runs("appends") {
-                let result = strata_appends(&client, &node.url(), 16, 1, duration).await?;
+                let result = strata_appends(&client, &node.url(), 16, 1, 0, duration).await?;
                 series.add(
                     SINGLE,
                     "Strata (HTTP)",
@@ -99,7 +99,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                 // shared tail then reads every commit back (with none, it
                 // reads nothing).
                 let result = live::with_subscriber(&client, &node.url(), async {
-                    let result = strata_appends(&client, &node.url(), 16, 1, duration).await?;
+                    let result = strata_appends(&client, &node.url(), 16, 1, 0, duration).await?;
                     let appended = result.events;
                     Ok((result, appended))
                 })
@@ -110,6 +110,18 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                     result.events_per_sec(),
                     result.latencies,
                 );
+                // Clients repeating their previous append (a retry after a
+                // timeout): answered 200 with the original result.
+                for percent in [5, 20] {
+                    let result =
+                        strata_appends(&client, &node.url(), 16, 1, percent, duration).await?;
+                    series.add(
+                        SINGLE,
+                        &format!("Strata (HTTP), {percent}% of requests repeats"),
+                        result.events_per_sec(),
+                        result.latencies,
+                    );
+                }
             }
             if let Some(url) = &pges_url {
                 let result = postgres_es_appends(url, 16, duration).await?;
@@ -126,7 +138,7 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         prepare_pgbench_table(&bench_url).await?;
         for round in 1..=options.rounds {
             eprintln!("100-event batches, round {round}/{} ...", options.rounds);
-            let result = strata_appends(&client, &node.url(), 4, 100, duration).await?;
+            let result = strata_appends(&client, &node.url(), 4, 100, 0, duration).await?;
             series.add(
                 BATCH,
                 "Strata (HTTP)",

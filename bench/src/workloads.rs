@@ -1,8 +1,8 @@
 //! The workloads the scenarios time: appends through Strata and postgres-es,
 //! and paging through `$all`.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -17,20 +17,37 @@ use crate::{load, postgres_es};
 
 /// Appends `batch` events per request from `clients` clients, each to its
 /// own streams, with client-chosen event ids (as the SDK sends them).
+/// `repeat_percent` of the requests repeat the client's previous append
+/// exactly (as a client does after a timeout) and must be answered 200.
 pub(crate) async fn strata_appends(
     client: &reqwest::Client,
     base: &str,
     clients: usize,
     batch: usize,
+    repeat_percent: u64,
     duration: Duration,
 ) -> anyhow::Result<load::LoadResult> {
     let client = client.clone();
     let base = base.to_owned();
     let run_id = Uuid::new_v4().simple().to_string()[..8].to_owned();
+    // Each client's last fresh append: its URL and body.
+    type Last = Mutex<Option<(String, String)>>;
+    let previous: Arc<Vec<Last>> = Arc::new((0..clients).map(|_| Mutex::new(None)).collect());
     load::run(clients, duration, move |c, i| {
         let client = client.clone();
-        let body = append_body(batch);
-        let url = format!("{base}/streams/account-{run_id}{c}-{}", i % 100);
+        // Spread evenly: request i repeats when i·p/100 steps up.
+        let repeat = i > 0 && (i * repeat_percent) / 100 != ((i - 1) * repeat_percent) / 100;
+        let mut last = previous[c].lock().expect("not poisoned");
+        let (url, body, expect) = match last.as_ref() {
+            Some((url, body)) if repeat => (url.clone(), body.clone(), reqwest::StatusCode::OK),
+            _ => {
+                let url = format!("{base}/streams/account-{run_id}{c}-{}", i % 100);
+                let body = append_body(batch);
+                *last = Some((url.clone(), body.clone()));
+                (url, body, reqwest::StatusCode::CREATED)
+            }
+        };
+        drop(last);
         async move {
             let response = client
                 .post(url)
@@ -38,9 +55,9 @@ pub(crate) async fn strata_appends(
                 .body(body)
                 .send()
                 .await?;
-            if response.status() != reqwest::StatusCode::CREATED {
+            if response.status() != expect {
                 bail!(
-                    "append answered {}: {}",
+                    "append answered {} (expected {expect}): {}",
                     response.status(),
                     response.text().await?
                 );
