@@ -2,7 +2,8 @@
 //! these functions and never write SQL themselves.
 //!
 //! The longest statement, the group append, is a PL/pgSQL function in the
-//! migrations (`strata_append`), whose header lists its parameters; the
+//! migrations (`strata_append`; its first form's header lists the parameters,
+//! the second form's header what changed); the
 //! others are short and sit next to the code that binds them. Queries are
 //! checked by the integration tests rather than by `sqlx::query!` at compile
 //! time, so building Strata never needs a database. What the server shares
