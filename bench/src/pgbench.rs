@@ -107,11 +107,13 @@ fn find_pgbench() -> anyhow::Result<std::path::PathBuf> {
 pub const PAYLOAD: &str =
     r#"{"amount": 100, "currency": "EUR", "note": "benchmark deposit", "teller": 42}"#;
 
-/// One row per transaction into a copy of the `events` table.
-pub fn single_insert_script() -> String {
+/// One row per transaction into `table`, a copy of the `events` table
+/// (`pgbench_events`: with all its indexes; `pgbench_events_keys`: only the
+/// primary key and the two unique indexes).
+pub fn single_insert_script(table: &str) -> String {
     format!(
         "\\set n random(1, 1000000)\n\
-         INSERT INTO pgbench_events (position, stream, version, id, type, data, metadata) \
+         INSERT INTO {table} (position, stream, version, id, type, data, metadata) \
          VALUES (nextval('pgbench_position'), 'account-' || :client_id || '-' || :n, \
          nextval('pgbench_version'), gen_random_uuid(), 'Deposited', '{PAYLOAD}', '{{}}');\n"
     )

@@ -93,8 +93,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                     result.events_per_sec(),
                     result.latencies,
                 );
-                let tps = pgbench::run(&target, &pgbench::single_insert_script(), 16, duration)?;
+                let script = pgbench::single_insert_script("pgbench_events");
+                let tps = pgbench::run(&target, &script, 16, duration)?;
                 series.add_baseline(SINGLE, "pgbench one-row INSERT", tps);
+                let script = pgbench::single_insert_script("pgbench_events_keys");
+                let tps = pgbench::run(&target, &script, 16, duration)?;
+                series.add_baseline(
+                    SINGLE,
+                    "pgbench one-row INSERT, table with only the primary key and the two unique indexes",
+                    tps,
+                );
                 // The same with one live `$all` subscriber on the node: its
                 // shared tail then reads every commit back (with none, it
                 // reads nothing).

@@ -93,9 +93,13 @@ pub(crate) async fn prepare_pgbench_table(url: &str) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect(url).await?;
     for statement in [
         "DROP TABLE IF EXISTS pgbench_events",
+        "DROP TABLE IF EXISTS pgbench_events_keys",
         "DROP SEQUENCE IF EXISTS pgbench_position",
         "DROP SEQUENCE IF EXISTS pgbench_version",
         "CREATE TABLE pgbench_events (LIKE events INCLUDING ALL)",
+        // Only the keys an append must check: position, id, (stream, version).
+        "CREATE TABLE pgbench_events_keys (LIKE events INCLUDING DEFAULTS INCLUDING GENERATED, \
+         PRIMARY KEY (position), UNIQUE (id), UNIQUE (stream, version))",
         "CREATE SEQUENCE pgbench_position",
         "CREATE SEQUENCE pgbench_version",
         "CREATE EXTENSION IF NOT EXISTS pgcrypto",

@@ -96,6 +96,19 @@ impl Pending {
         None
     }
 
+    /// Drops the commits that start below `next` (the tail moved past them),
+    /// keeping one that starts at `next` or later.
+    pub(super) fn drop_below(&self, next: i64) {
+        let mut state = self.state();
+        while let Some(entry) = state.commits.first_entry() {
+            if *entry.key() >= next {
+                return;
+            }
+            let commit = entry.remove();
+            state.bytes -= commit.bytes;
+        }
+    }
+
     /// Drops the held events of `stream` (it was hard-deleted). The commits
     /// keep their place, so the positions they covered are still known.
     pub(super) fn erase(&self, stream: &str) {
@@ -143,6 +156,15 @@ mod tests {
             Some((5, 1))
         );
         assert_eq!(pending.state().bytes, 0);
+    }
+
+    #[test]
+    fn dropping_below_keeps_the_commit_at_the_cursor() {
+        let pending = Pending::new(1 << 20);
+        assert!(pending.offer(vec![event(1, "a-1")]));
+        assert!(pending.offer(vec![event(2, "a-1")]));
+        pending.drop_below(2);
+        assert_eq!(pending.take(2).map(|(last, _)| last), Some(2));
     }
 
     #[test]

@@ -88,8 +88,9 @@ pub(super) async fn run(
         let known = live.known_head();
         if live.inner.ring.receiver_count() == 0 {
             skip(&live, &pool, &mut cursor, known, polled).await;
-            // Anything held is below the cursor now.
-            let _ = live.inner.pending.take(cursor.next);
+            // What is held below the cursor was skipped; a commit handed
+            // over since the look at the head is kept for the next round.
+            live.inner.pending.drop_below(cursor.next);
         } else {
             send_pending(&live, &mut cursor, options.buffer_bytes);
             // This node's commits came with their events; read only for
