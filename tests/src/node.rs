@@ -58,6 +58,7 @@ pub struct NodeBuilder {
     listen: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    current_dir: Option<PathBuf>,
 }
 
 impl NodeBuilder {
@@ -70,6 +71,7 @@ impl NodeBuilder {
             listen: None,
             args: Vec::new(),
             env: Vec::new(),
+            current_dir: None,
         }
     }
 
@@ -81,6 +83,7 @@ impl NodeBuilder {
             listen: None,
             args: Vec::new(),
             env: Vec::new(),
+            current_dir: None,
         }
     }
 
@@ -97,6 +100,13 @@ impl NodeBuilder {
     /// Sets an environment variable.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Runs the process in `dir` (a checkout, say), against which a relative
+    /// data folder such as `.strata` is resolved.
+    pub fn current_dir(mut self, dir: &std::path::Path) -> Self {
+        self.current_dir = Some(dir.to_owned());
         self
     }
 
@@ -150,6 +160,9 @@ impl StrataNode {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if let Some(dir) = &builder.current_dir {
+            command.current_dir(dir);
+        }
         let mut child = command.spawn().expect("spawning strata-node");
         let stderr = child.stderr.take().expect("piped stderr");
         let logs = Arc::new(Mutex::new(Vec::new()));

@@ -3,7 +3,9 @@
 //!
 //! It runs `initdb` once in a data folder of its own, then `postgres` as a child
 //! process listening on 127.0.0.1 only. PostgreSQL refuses to run as root, so a
-//! root caller runs it as the `postgres` user (or `STRATA_PG_USER`). The child
+//! root caller runs it as the `postgres` user (or `STRATA_PG_USER`); when that
+//! user cannot reach a new data folder (a checkout under `/root`), the cluster
+//! lives under `/var/lib/strata/` and the data folder links there. The child
 //! is bound to the life of this process: if Strata dies, the kernel tells
 //! PostgreSQL to shut down (`PR_SET_PDEATHSIG`), so nothing is left behind.
 //!
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+mod location;
 mod process;
 mod system;
 
@@ -31,7 +34,7 @@ use process::{
     Exit, choose_port, configure_child, initdb, running_postmaster, spawn_bound_to_process, tail,
 };
 pub use system::find_binaries;
-use system::{check_reachable, chown, run_as};
+use system::{chown, run_as};
 
 /// What went wrong starting or stopping the private PostgreSQL.
 #[derive(Debug, thiserror::Error)]
@@ -55,17 +58,45 @@ pub enum EmbeddedError {
         /// The user looked for.
         user: String,
     },
-    /// The data folder cannot be reached by the user PostgreSQL runs as.
+    /// The data folder cannot be reached by the user PostgreSQL runs as, and
+    /// it cannot be moved out of the way (it already holds files).
     #[error(
-        "PostgreSQL runs as user {user:?}, which cannot reach {dir}: a parent folder is not \
-         searchable by others. Choose a data folder it can reach (e.g. `--data-dir /tmp/strata`) \
-         or set DATABASE_URL to use an existing PostgreSQL"
+        "PostgreSQL runs as user {user:?}, which cannot reach {dir}: the folder {blocked} does \
+         not let that user through. Strata places a new or empty data folder where that user \
+         can reach it, but {dir} is not one, and Strata does not loosen your folders' \
+         permissions. Choose a data folder it can reach (e.g. `--data-dir /var/lib/strata/data`), \
+         move away or remove {dir} if nothing in it is needed, or set DATABASE_URL to use an \
+         existing PostgreSQL",
+        dir = .dir.display(),
+        blocked = .blocked.display()
     )]
     Unreachable {
         /// The user PostgreSQL runs as.
         user: String,
         /// The folder it cannot reach.
         dir: PathBuf,
+        /// The parent folder that stops it.
+        blocked: PathBuf,
+    },
+    /// The data folder is out of reach of the user PostgreSQL runs as, and no
+    /// folder could be made for the data instead.
+    #[error(
+        "PostgreSQL runs as user {user:?}, which cannot reach {dir} ({blocked} does not let it \
+         through), and no folder it can reach could be made for the data instead ({refused}). \
+         Choose a data folder it can reach with --data-dir, or set DATABASE_URL to use an \
+         existing PostgreSQL",
+        dir = .dir.display(),
+        blocked = .blocked.display()
+    )]
+    NoDataPlace {
+        /// The user PostgreSQL runs as.
+        user: String,
+        /// The folder it cannot reach.
+        dir: PathBuf,
+        /// The parent folder that stops it.
+        blocked: PathBuf,
+        /// Each place tried, and why it could not be used.
+        refused: String,
     },
     /// Another PostgreSQL is already running on this data folder.
     #[error(
@@ -177,17 +208,23 @@ impl EmbeddedPostgres {
     pub fn start(options: EmbeddedOptions) -> Result<Self, EmbeddedError> {
         let bin = find_binaries()?;
         let run_as = run_as()?;
-        fs::create_dir_all(&options.dir)
-            .map_err(io_err(format!("cannot create {}", options.dir.display())))?;
-        let dir = options
-            .dir
-            .canonicalize()
-            .map_err(io_err(format!("cannot resolve {}", options.dir.display())))?;
+        let dir = match &run_as {
+            // The folder, or the place it links to, that `user` can reach.
+            Some(user) => {
+                let dir = location::prepare(&options.dir, user)?;
+                chown(&dir, user)?;
+                dir
+            }
+            None => {
+                fs::create_dir_all(&options.dir)
+                    .map_err(io_err(format!("cannot create {}", options.dir.display())))?;
+                options
+                    .dir
+                    .canonicalize()
+                    .map_err(io_err(format!("cannot resolve {}", options.dir.display())))?
+            }
+        };
         let data = dir.join("pgdata");
-        if let Some(user) = &run_as {
-            check_reachable(&dir, user)?;
-            chown(&dir, user)?;
-        }
         if !data.join("PG_VERSION").exists() {
             initdb(&bin, &data, run_as.as_ref())?;
         }

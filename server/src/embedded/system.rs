@@ -1,10 +1,10 @@
 //! The system around the private PostgreSQL: where its binaries are, which
 //! user runs it when Strata runs as root, and whether that user can reach the
-//! data folder.
+//! data folder (and which parent folder stops it).
 
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::{EmbeddedError, RunAs, io_err};
@@ -86,21 +86,37 @@ pub(super) fn user_home(name: &str) -> OsString {
         .unwrap_or_else(|| "/tmp".into())
 }
 
-/// Every ancestor of `dir` must be searchable by others, or PostgreSQL running
-/// as another user cannot reach its data.
-pub(super) fn check_reachable(dir: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
-    for ancestor in dir.ancestors().skip(1) {
-        let Ok(meta) = fs::metadata(ancestor) else {
-            continue;
+/// The first parent folder of `dir` that `user` cannot pass through (no search
+/// permission for it as owner, group or other), if any: PostgreSQL running as
+/// that user could not reach its data below it.
+pub(super) fn blocking_parent(dir: &Path, user: &RunAs) -> Option<PathBuf> {
+    dir.ancestors().skip(1).find_map(|ancestor| {
+        let meta = fs::metadata(ancestor).ok()?;
+        let mode = meta.permissions().mode();
+        // The permission class that applies, as the kernel picks it (only the
+        // user's primary group is considered: a stricter answer at worst).
+        let search = if meta.uid() == user.uid {
+            mode & 0o100
+        } else if meta.gid() == user.gid {
+            mode & 0o010
+        } else {
+            mode & 0o001
         };
-        if meta.permissions().mode() & 0o001 == 0 {
-            return Err(EmbeddedError::Unreachable {
-                user: user.name.clone(),
-                dir: dir.to_owned(),
-            });
-        }
+        (search == 0).then(|| ancestor.to_owned())
+    })
+}
+
+/// Every parent folder of `dir` must let `user` through, or PostgreSQL
+/// running as that user cannot reach its data.
+pub(super) fn check_reachable(dir: &Path, user: &RunAs) -> Result<(), EmbeddedError> {
+    match blocking_parent(dir, user) {
+        None => Ok(()),
+        Some(blocked) => Err(EmbeddedError::Unreachable {
+            user: user.name.clone(),
+            dir: dir.to_owned(),
+            blocked,
+        }),
     }
-    Ok(())
 }
 
 pub(super) fn chown(path: &Path, user: &RunAs) -> Result<(), EmbeddedError> {

@@ -155,3 +155,148 @@ async fn the_node_id_help_names_every_character_allowed() {
         );
     }
 }
+
+/// A checkout-like folder, `<tmp>/…/home/proj`, whose `home` (mode 0700) the
+/// unprivileged PostgreSQL user cannot pass through: `/root/strata` in small.
+/// Removed when dropped, with the folder its `.strata` links to, if any.
+struct Checkout {
+    root: std::path::PathBuf,
+    home: std::path::PathBuf,
+    proj: std::path::PathBuf,
+}
+
+impl Checkout {
+    fn new(tag: &str) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("strata-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let home = root.join("home");
+        let proj = home.join("proj");
+        std::fs::create_dir_all(&proj).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        Checkout { root, home, proj }
+    }
+
+    fn home_mode(&self) -> u32 {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(&self.home).unwrap().permissions().mode() & 0o777
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        if let Ok(target) = std::fs::read_link(self.proj.join(".strata")) {
+            let _ = std::fs::remove_dir_all(target);
+        }
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Only root runs PostgreSQL as another user; as anyone else there is nothing
+/// to relocate.
+fn running_as_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        eprintln!("skipped: not running as root");
+    }
+    root
+}
+
+/// Issue 11, item 3: cloned under /root and run as root, `strata dev` stopped,
+/// since PostgreSQL (run as `postgres`) could not reach ./.strata. Now the
+/// cluster lives where that user can reach it, ./.strata links there, and a
+/// second run finds the same data.
+#[tokio::test]
+async fn dev_as_root_in_a_closed_home_keeps_its_data_where_postgres_can_reach_it() {
+    if !running_as_root() {
+        return;
+    }
+    let checkout = Checkout::new("dev-home");
+    let builder = NodeBuilder::dev(std::path::Path::new(".strata"))
+        .current_dir(&checkout.proj)
+        .env("DATABASE_URL", "");
+
+    let mut node = builder.clone().start().await;
+    let r = node
+        .api()
+        .append(
+            "home-1",
+            json!("no_stream"),
+            json!([{"type": "E", "data": 1}]),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let link = checkout.proj.join(".strata");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "./.strata is not a link; log:\n{}",
+        node.logs()
+    );
+    let target = std::fs::read_link(&link).unwrap();
+    assert!(
+        !target.starts_with(&checkout.root),
+        "the data stayed out of reach: {}",
+        target.display()
+    );
+    assert!(
+        target.join("pgdata/PG_VERSION").exists(),
+        "no cluster in {}",
+        target.display()
+    );
+    let logs = node.logs();
+    assert!(
+        logs.contains("cannot reach")
+            && logs.contains(&target.display().to_string())
+            && logs.contains(&checkout.home.display().to_string()),
+        "the log says where the data lives and why:\n{logs}"
+    );
+    assert_eq!(checkout.home_mode(), 0o700, "the home folder was opened up");
+    let status = node.stop_with(libc::SIGINT, Duration::from_secs(30)).await;
+    assert!(status.success(), "exit {status}; log:\n{}", node.logs());
+
+    let mut node = builder.start().await;
+    let r = node.api().get("/streams/home-1").await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the second run lost the data: {:?}",
+        r.body
+    );
+    assert_eq!(r.body["version"], 1);
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    let status = node.terminate(Duration::from_secs(30)).await;
+    assert!(status.success(), "exit {status}; log:\n{}", node.logs());
+}
+
+/// Issue 11, item 3: a data folder out of the PostgreSQL user's reach that
+/// already holds files is not moved; the error names the folder in the way.
+#[tokio::test]
+async fn dev_as_root_leaves_an_unreachable_data_folder_with_files_and_names_the_blocking_parent() {
+    if !running_as_root() {
+        return;
+    }
+    let checkout = Checkout::new("dev-full");
+    let data = checkout.proj.join(".strata");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("notes.txt"), "mine").unwrap();
+
+    let (ok, error) = strata_error(&["dev", "--data-dir", data.to_str().unwrap()]).await;
+    assert!(!ok);
+    assert!(
+        error.contains(&format!("the folder {} does not", checkout.home.display())),
+        "the error names the blocking folder: {error}"
+    );
+    assert!(
+        !std::fs::symlink_metadata(&data)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+            && std::fs::read_to_string(data.join("notes.txt")).unwrap() == "mine",
+        "the folder with files was moved or changed"
+    );
+    assert_eq!(checkout.home_mode(), 0o700, "the home folder was opened up");
+}
