@@ -4,10 +4,20 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use strata_tests::TestDatabase;
+use strata_tests::{Api, Reply, TestDatabase};
 use uuid::Uuid;
 
 use crate::setup;
+
+/// One event with id `id` appended to `stream`, whatever its version.
+async fn append_one(api: &Api, stream: &str, id: Uuid) -> Reply {
+    api.append(
+        stream,
+        json!("any"),
+        json!([{"id": id, "type": "E", "data": {}}]),
+    )
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn repeats_among_concurrent_appends_do_not_split_their_groups() {
@@ -17,13 +27,7 @@ async fn repeats_among_concurrent_appends_do_not_split_their_groups() {
     let mut acknowledged: Vec<(String, Uuid, Value)> = Vec::new();
     for i in 0..64 {
         let (stream, id) = (format!("rep-{i}"), Uuid::new_v4());
-        let reply = api
-            .append(
-                &stream,
-                json!("any"),
-                json!([{"id": id, "type": "E", "data": {}}]),
-            )
-            .await;
+        let reply = append_one(&api, &stream, id).await;
         assert_eq!(reply.status, 201, "{:?}", reply.body);
         acknowledged.push((stream, id, reply.body["events"][0].clone()));
     }
@@ -40,25 +44,13 @@ async fn repeats_among_concurrent_appends_do_not_split_their_groups() {
             for n in 0..30usize {
                 if (c + n) % 5 == 0 {
                     let (stream, id, original) = &acknowledged[(c * 7 + n) % acknowledged.len()];
-                    let reply = api
-                        .append(
-                            stream,
-                            json!("any"),
-                            json!([{"id": id, "type": "E", "data": {}}]),
-                        )
-                        .await;
+                    let reply = append_one(&api, stream, *id).await;
                     assert_eq!(reply.status, 200, "a repeat: {:?}", reply.body);
                     assert_eq!(&reply.body["events"][0], original, "the original result");
                 } else {
                     let id = Uuid::new_v4();
                     let stream = format!("new-{c}-{}", n % 3);
-                    let reply = api
-                        .append(
-                            &stream,
-                            json!("any"),
-                            json!([{"id": id, "type": "E", "data": {}}]),
-                        )
-                        .await;
+                    let reply = append_one(&api, &stream, id).await;
                     assert_eq!(reply.status, 201, "{:?}", reply.body);
                     fresh.push(id);
                 }
