@@ -16,3 +16,6 @@ mod record;
 
 pub use check::{StoredEvent, check, fold_accounts, read_log};
 pub use record::{Answer, Attempt, History, ReaderKind, Request, RequestId, Seen};
+
+#[cfg(test)]
+mod tests;
