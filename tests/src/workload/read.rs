@@ -1,7 +1,7 @@
 //! Readers: a `$all` poller, an SSE follower, persistent-subscription
 //! consumers with acks and a watcher of the subscription's checkpoint. Each
 //! moves to another node on a failure and ends once it has reached the final
-//! head (`Shared::target`), or at its deadline.
+//! head (`Shared::target`), or once it has made no progress for a while.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -17,23 +17,32 @@ use crate::history::ReaderKind;
 /// The subscription the consumers share.
 pub const SUBSCRIPTION: &str = "faults";
 
-/// How long readers go on after the final head is known.
-const FINISH: Duration = Duration::from_secs(60);
+/// How long a reader goes on without progress once the final head is known.
+const STALL: Duration = Duration::from_secs(30);
 
-/// Whether a reader that reached `position` is done, or out of time.
-fn done(shared: &Shared, position: u64, finishing: &mut Option<Instant>) -> bool {
+/// Where a reader stands once the final head is known: when it last moved
+/// and how far it had got.
+pub(super) type Finishing = Option<(Instant, u64)>;
+
+/// Whether a reader that reached `position` is done: at the final head, or
+/// stuck short of it for [`STALL`] (the checker then reports what it missed).
+pub(super) fn done(shared: &Shared, position: u64, finishing: &mut Finishing) -> bool {
     let target = shared.target.load(Ordering::SeqCst);
     if target == 0 {
         return false;
     }
-    let since = *finishing.get_or_insert_with(Instant::now);
-    position >= target || since.elapsed() > FINISH
+    let (since, best) = finishing.get_or_insert((Instant::now(), position));
+    if position > *best {
+        (*since, *best) = (Instant::now(), position);
+    }
+    position >= target || since.elapsed() > STALL
 }
 
 /// Polls `GET /all?from=` page by page.
 pub(super) async fn poller(shared: Arc<Shared>, name: String, first: usize) {
     let client = client();
-    let (mut from, mut last, mut node, mut finishing) = (1u64, 0u64, first, None);
+    let (mut from, mut last, mut node) = (1u64, 0u64, first);
+    let mut finishing = None;
     while !done(&shared, last, &mut finishing) {
         let url = format!(
             "{}/all?from={from}&limit=200",
@@ -123,12 +132,15 @@ pub(super) async fn consumer(shared: Arc<Shared>, name: String, first: usize) {
                 continue;
             };
             shared.history.delivered(&name, &frame.json());
-            // A lost ack is delivered again: nothing to do about a failure.
-            let _ = client
+            // Acked on the side, so that the next frame is read meanwhile; a
+            // lost ack is delivered again: nothing to do about a failure.
+            let ack = client
                 .post(format!("{base}/subscriptions/{SUBSCRIPTION}/ack"))
                 .json(&json!({"positions": [position]}))
-                .send()
-                .await;
+                .send();
+            tokio::spawn(async move {
+                let _ = ack.await;
+            });
             if shared.settled.load(Ordering::SeqCst) {
                 break;
             }
