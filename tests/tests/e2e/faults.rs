@@ -131,6 +131,12 @@ async fn soak() {
         }
         tokio::time::sleep(LOAD).await;
         round += 1;
+        // The series, to tell a leak from a cache filling up.
+        eprintln!(
+            "soak: round {round}, node memory (KiB): n0 {} n1 {}",
+            rss_kib(nodes[0].pid()),
+            rss_kib(nodes[1].pid())
+        );
         if round == 5 {
             baseline = Some([rss_kib(nodes[0].pid()), rss_kib(nodes[1].pid())]);
             eprintln!("soak: node memory after warm-up (KiB): {baseline:?}");
