@@ -93,7 +93,9 @@ async fn a_flood_of_repeats_is_answered_with_the_original_results() {
 /// the end must agree within 10 %. Run it with
 /// `cargo test -p strata-tests --test e2e -- --ignored faults::soak --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "a long run: SOAK_MINUTES=N cargo test -p strata-tests --test e2e -- --ignored faults::soak"]
+#[ignore = "a long run: SOAK_MINUTES=N cargo test -p strata-tests --test e2e -- --ignored faults::soak; \
+            on 2026-12-03 every guarantee held for 5 minutes but node memory grew 20 %, \
+            in steps of 0.6-0.9 MiB after each paused leader"]
 async fn soak() {
     let minutes: u64 = std::env::var("SOAK_MINUTES")
         .ok()
