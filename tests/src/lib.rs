@@ -9,15 +9,19 @@
 //! - [`Sse`]: a Server-Sent Events client that parses frames.
 //! - [`TcpProxy`]: a proxy in front of PostgreSQL that a test can cut.
 //! - [`wait_until`]: bounded waiting for an asynchronous outcome.
+//! - [`history`] and [`workload`]: the fault-injection suite's recorder,
+//!   checker and load.
 
 mod api;
 pub mod bank_account;
+pub mod history;
 mod node;
 mod postgres;
 mod proxy;
 mod sse;
 mod wait;
 mod worker;
+pub mod workload;
 
 pub use api::{Api, Reply};
 pub use node::{NodeBuilder, StrataNode, node_binary, run_to_end};

@@ -11,6 +11,8 @@ mod cluster;
 mod delete;
 /// `strata dev`: the embedded PostgreSQL.
 mod dev;
+/// Fault injection under load, checked against a recorded history.
+mod faults;
 /// Connection limits: stalled uploads, slow headers, idle connections.
 mod limits;
 /// Per-stream linearizability under concurrent writers.

@@ -1,0 +1,158 @@
+//! Fault injection under load (issue 11, item 5): writers on several nodes
+//! append with client-chosen ids and retry on any failure; pollers, SSE
+//! followers, subscription consumers and a projection read along; one fault
+//! per test; then the history is checked against the stored log
+//! (`strata_tests::history`). `soak` (ignored) cycles all faults for
+//! `SOAK_MINUTES` and checks that node memory stays flat.
+
+mod harness;
+
+use std::time::{Duration, Instant};
+
+use harness::{
+    PrivatePostgres, assert_no_violations, nodes, pause_past_ttl, rss_kib, subscription_leader,
+    terminate_backends, urls,
+};
+use strata_tests::TestDatabase;
+use strata_tests::workload::{Options, Run};
+
+/// Load before and after each fault.
+const LOAD: Duration = Duration::from_secs(5);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_of_a_node_mid_load_loses_no_acknowledged_event() {
+    let db = TestDatabase::create().await;
+    let mut nodes = nodes(db.url(), 3).await;
+    let run = Run::start(urls(&nodes), db.url(), Options::default()).await;
+    tokio::time::sleep(LOAD).await;
+    // The subscription's leader, with groups and deliveries in flight.
+    let victim = subscription_leader(&nodes[0].api()).await;
+    nodes[victim].kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    nodes[victim].restart_same_address().await;
+    tokio::time::sleep(LOAD).await;
+    assert_no_violations("kill -9", &run.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgresql_restart_mid_load_loses_no_acknowledged_event() {
+    let mut pg = PrivatePostgres::start().await;
+    let url = pg.url();
+    let nodes = nodes(&url, 2).await;
+    let run = Run::start(urls(&nodes), &url, Options::default()).await;
+    tokio::time::sleep(LOAD).await;
+    pg.restart().await;
+    tokio::time::sleep(LOAD).await;
+    assert_no_violations("PostgreSQL restart", &run.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn terminated_backends_mid_load_lose_no_acknowledged_event() {
+    let db = TestDatabase::create().await;
+    let nodes = nodes(db.url(), 2).await;
+    let run = Run::start(urls(&nodes), db.url(), Options::default()).await;
+    let mut ended = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(LOAD / 2).await;
+        ended += terminate_backends(db.url()).await;
+    }
+    tokio::time::sleep(LOAD).await;
+    assert!(ended > 0, "no backend was terminated");
+    assert_no_violations("pg_terminate_backend", &run.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_subscription_leader_paused_past_its_ttl_is_fenced_and_loses_nothing() {
+    let db = TestDatabase::create().await;
+    let nodes = nodes(db.url(), 2).await;
+    let run = Run::start(urls(&nodes), db.url(), Options::default()).await;
+    tokio::time::sleep(LOAD).await;
+    let leader = subscription_leader(&nodes[0].api()).await;
+    pause_past_ttl(&nodes, leader).await;
+    tokio::time::sleep(LOAD).await;
+    assert_no_violations("SIGSTOP of the leader", &run.finish().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flood_of_repeats_is_answered_with_the_original_results() {
+    let db = TestDatabase::create().await;
+    let nodes = nodes(db.url(), 2).await;
+    let options = Options {
+        repeaters: 6,
+        ..Options::default()
+    };
+    let run = Run::start(urls(&nodes), db.url(), options).await;
+    tokio::time::sleep(LOAD * 2).await;
+    let repeats = run.history().repeats();
+    assert_no_violations("a flood of repeats", &run.finish().await);
+    assert!(repeats >= 100, "only {repeats} repeats were sent");
+}
+
+/// The long run: `SOAK_MINUTES` (default 5) of load with every fault in turn,
+/// then the full check; node memory after the first round of faults and at
+/// the end must agree within 10 %. Run it with
+/// `cargo test -p strata-tests --test e2e -- --ignored faults::soak --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a long run: SOAK_MINUTES=N cargo test -p strata-tests --test e2e -- --ignored faults::soak; \
+            on 2026-12-03 every guarantee held for 5 minutes but node memory grew 20 %, \
+            in steps of 0.6-0.9 MiB after each paused leader"]
+async fn soak() {
+    let minutes: u64 = std::env::var("SOAK_MINUTES")
+        .ok()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(5);
+    let mut pg = PrivatePostgres::start().await;
+    let url = pg.url();
+    let mut nodes = nodes(&url, 3).await;
+    let options = Options {
+        repeaters: 4,
+        ..Options::default()
+    };
+    let run = Run::start(urls(&nodes), &url, options).await;
+    run.flood(false);
+    let started = Instant::now();
+    let (mut round, mut baseline) = (0usize, None);
+    while started.elapsed() < Duration::from_secs(minutes * 60) {
+        match round % 5 {
+            0 => drop(terminate_backends(&url).await),
+            1 => {
+                let leader = subscription_leader(&nodes[0].api()).await;
+                pause_past_ttl(&nodes, leader).await;
+            }
+            2 => {
+                run.flood(true);
+                tokio::time::sleep(LOAD).await;
+                run.flood(false);
+            }
+            3 => pg.restart().await,
+            // Only n2 is killed: n0 and n1 keep their memory figures.
+            _ => {
+                nodes[2].kill();
+                nodes[2].restart_same_address().await;
+            }
+        }
+        tokio::time::sleep(LOAD).await;
+        round += 1;
+        // The series, to tell a leak from a cache filling up.
+        eprintln!(
+            "soak: round {round}, node memory (KiB): n0 {} n1 {}",
+            rss_kib(nodes[0].pid()),
+            rss_kib(nodes[1].pid())
+        );
+        if round == 5 {
+            baseline = Some([rss_kib(nodes[0].pid()), rss_kib(nodes[1].pid())]);
+            eprintln!("soak: node memory after warm-up (KiB): {baseline:?}");
+        }
+    }
+    let end = [rss_kib(nodes[0].pid()), rss_kib(nodes[1].pid())];
+    eprintln!("soak: {round} faults; node memory at the end (KiB): {end:?}");
+    assert_no_violations("soak", &run.finish().await);
+    let baseline = baseline.expect("a soak of at least one round of the five faults");
+    for (start, end) in baseline.iter().zip(end) {
+        let ratio = end as f64 / *start as f64;
+        assert!(
+            (0.9..=1.1).contains(&ratio),
+            "node memory moved from {start} KiB to {end} KiB ({ratio:.2}×)"
+        );
+    }
+}
