@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 use strata_core::{
-    AppendRequest, AppendResult, AppendSnapshot, ExpectedVersion, NewEvent, PutSnapshot, Snapshot, StreamList,
-    StreamPage,
+    AppendRequest, AppendResult, AppendSnapshot, ExpectedVersion, NewEvent, PutSnapshot, Snapshot,
+    StreamList, StreamPage,
 };
 use uuid::Uuid;
 

@@ -116,7 +116,13 @@ mod tests {
 
     #[test]
     fn plain_ids_keep_their_streams() {
-        for id in ["42", "0b6f1c1e-6b7e-4c1e-9f0a-2b1c3d4e5f60", "joe@example.com", "a:b.c_d", "x@1"] {
+        for id in [
+            "42",
+            "0b6f1c1e-6b7e-4c1e-9f0a-2b1c3d4e5f60",
+            "joe@example.com",
+            "a:b.c_d",
+            "x@1",
+        ] {
             assert_eq!(encode(id), id);
             assert_eq!(stream("account", id).unwrap(), format!("account-{id}"));
         }
@@ -125,8 +131,22 @@ mod tests {
     #[test]
     fn any_id_round_trips() {
         for id in [
-            "", "with space", "müller", "a/b", "100%", "x@1F", "@@41", "a@", "@", "日本", "a\nb",
-            "%40", "@40", "tab\there", "$x", "-lead",
+            "",
+            "with space",
+            "müller",
+            "a/b",
+            "100%",
+            "x@1F",
+            "@@41",
+            "a@",
+            "@",
+            "日本",
+            "a\nb",
+            "%40",
+            "@40",
+            "tab\there",
+            "$x",
+            "-lead",
         ] {
             let tail = encode(id);
             let name = format!("account-{tail}");

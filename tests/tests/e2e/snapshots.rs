@@ -82,7 +82,9 @@ async fn an_append_with_a_snapshot_stores_both_or_neither() {
     let a = "0b6f1c1e-6b7e-4c1e-9f0a-2b1c3d4e5f61";
     let b = "0b6f1c1e-6b7e-4c1e-9f0a-2b1c3d4e5f62";
     let c = "0b6f1c1e-6b7e-4c1e-9f0a-2b1c3d4e5f63";
-    let r = api.post("/streams/acct-2", &body(json!("no_stream"), &[a, b], 2)).await;
+    let r = api
+        .post("/streams/acct-2", &body(json!("no_stream"), &[a, b], 2))
+        .await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     assert_eq!(r.body["version"], 2);
     let snapshot = api.get("/streams/acct-2/snapshot").await;
@@ -101,7 +103,9 @@ async fn an_append_with_a_snapshot_stores_both_or_neither() {
     // with its original result and does not move the snapshot back.
     let r = api.post("/streams/acct-2", &body(json!(2), &[c], 3)).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-    let r = api.post("/streams/acct-2", &body(json!("no_stream"), &[a, b], 2)).await;
+    let r = api
+        .post("/streams/acct-2", &body(json!("no_stream"), &[a, b], 2))
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["version"], 2);
     let snapshot = api.get("/streams/acct-2/snapshot").await;
@@ -120,7 +124,10 @@ async fn a_bad_snapshot_field_is_a_400_naming_it_and_stores_nothing() {
     let cases = [
         (json!({"type": "bad type", "data": {}}), "snapshot.type"),
         (json!({"type": "", "data": {}}), "snapshot.type"),
-        (json!({"type": "S", "data": {"s": "nul \u{0}"}}), "snapshot.data"),
+        (
+            json!({"type": "S", "data": {"s": "nul \u{0}"}}),
+            "snapshot.data",
+        ),
     ];
     for (snapshot, field) in cases {
         let r = api
@@ -129,18 +136,34 @@ async fn a_bad_snapshot_field_is_a_400_naming_it_and_stores_nothing() {
                 &json!({"events": [{"type": "E", "data": {}}], "snapshot": snapshot}),
             )
             .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{snapshot}: {:?}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{snapshot}: {:?}",
+            r.body
+        );
         assert_eq!(r.body["field"], field, "{:?}", r.body);
     }
     // Unknown or missing fields inside the snapshot: the JSON body is refused.
-    for snapshot in [json!({"type": "S", "data": {}, "version": 3}), json!({"type": "S"})] {
+    for snapshot in [
+        json!({"type": "S", "data": {}, "version": 3}),
+        json!({"type": "S"}),
+    ] {
         let r = api
             .post(
                 "/streams/acct-3",
                 &json!({"events": [{"type": "E", "data": {}}], "snapshot": snapshot}),
             )
             .await;
-        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{snapshot}: {:?}", r.body);
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{snapshot}: {:?}",
+            r.body
+        );
     }
-    assert_eq!(api.get("/streams/acct-3").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        api.get("/streams/acct-3").await.status,
+        StatusCode::NOT_FOUND
+    );
 }

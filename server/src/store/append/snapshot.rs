@@ -93,7 +93,7 @@ async fn attempt(
     snapshot: &SnapshotWrite,
 ) -> Result<Attempt, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let group = statement::run(&mut *tx, &[command], true, false).await?;
+    let group = statement::run(&mut tx, &[command], true, false).await?;
     let verdict = group.verdicts.into_iter().next();
     let (outcome, last_position) = match verdict {
         Some(Verdict::Accepted {
@@ -137,4 +137,3 @@ async fn attempt(
         None => Attempt::Answer(Ok(outcome)),
     })
 }
-

@@ -38,7 +38,13 @@ async fn ids_postgres_es_takes_work_and_round_trip() {
         }
     }
     // A plain id keeps its plain stream.
-    assert!(client.get_snapshot("bankaccount-42").await.unwrap().is_some());
+    assert!(
+        client
+            .get_snapshot("bankaccount-42")
+            .await
+            .unwrap()
+            .is_some()
+    );
     let repo = StrataEventRepository::new(client.clone()).with_snapshot_size(2);
     let store = PersistedEventStore::<_, BankAccount>::new_snapshot_store(repo.clone(), 2);
     for (i, id) in ids.iter().enumerate() {

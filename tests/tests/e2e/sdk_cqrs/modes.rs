@@ -37,7 +37,12 @@ async fn run_commands(cqrs: &StrataCqrs<BankAccount>, id: &str) -> (i64, usize) 
 }
 
 async fn stream_version(client: &Client, stream: &str) -> u64 {
-    client.read_stream_to_end(stream, 1).await.unwrap().unwrap().version
+    client
+        .read_stream_to_end(stream, 1)
+        .await
+        .unwrap()
+        .unwrap()
+        .version
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -46,11 +51,13 @@ async fn the_event_store_runs_multi_event_commands() {
     let client = Client::new(node.url()).unwrap();
     let cqrs = strata_cqrs::<BankAccount>(client.clone(), vec![], ());
     let (balance, events) = run_commands(&cqrs, "ev-1").await;
-    assert_eq!(stream_version(&client, "bankaccount-ev-1").await, events as u64);
+    assert_eq!(
+        stream_version(&client, "bankaccount-ev-1").await,
+        events as u64
+    );
     assert_eq!(client.get_snapshot("bankaccount-ev-1").await.unwrap(), None);
-    let store = PersistedEventStore::<_, BankAccount>::new_event_store(StrataEventRepository::new(
-        client,
-    ));
+    let store =
+        PersistedEventStore::<_, BankAccount>::new_event_store(StrataEventRepository::new(client));
     let context = store.load_aggregate("ev-1").await.unwrap();
     assert_eq!(context.aggregate.balance, balance);
 }
@@ -99,7 +106,10 @@ async fn the_aggregate_store_runs_multi_event_commands_with_a_snapshot_per_commi
     let client = Client::new(node.url()).unwrap();
     let cqrs = strata_aggregate_cqrs::<BankAccount>(client.clone(), vec![], ());
     let (balance, events) = run_commands(&cqrs, "agg-1").await;
-    assert_eq!(stream_version(&client, "bankaccount-agg-1").await, events as u64);
+    assert_eq!(
+        stream_version(&client, "bankaccount-agg-1").await,
+        events as u64
+    );
     let snapshot = client
         .get_snapshot("bankaccount-agg-1")
         .await
@@ -134,7 +144,10 @@ async fn sequences_that_do_not_follow_on_are_an_optimistic_lock_error_and_store_
         }
     }
     assert_eq!(
-        client.read_stream_to_end("bankaccount-seq-1", 1).await.unwrap(),
+        client
+            .read_stream_to_end("bankaccount-seq-1", 1)
+            .await
+            .unwrap(),
         None,
         "nothing stored"
     );
