@@ -166,4 +166,16 @@ async fn a_bad_snapshot_field_is_a_400_naming_it_and_stores_nothing() {
         api.get("/streams/acct-3").await.status,
         StatusCode::NOT_FOUND
     );
+
+    // The OpenAPI document describes the field.
+    let doc = api.get("/openapi.json").await;
+    let schemas = &doc.body["components"]["schemas"];
+    assert!(
+        schemas["AppendRequest"]["properties"]["snapshot"].is_object(),
+        "{schemas}"
+    );
+    assert!(
+        schemas["AppendSnapshot"]["properties"]["type"].is_object(),
+        "{schemas}"
+    );
 }
