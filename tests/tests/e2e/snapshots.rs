@@ -179,3 +179,29 @@ async fn a_bad_snapshot_field_is_a_400_naming_it_and_stores_nothing() {
         "{schemas}"
     );
 }
+
+#[tokio::test]
+async fn live_subscribers_hear_of_an_append_with_a_snapshot() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    let url = format!("{}/all/subscribe", api.base());
+    let mut sse = strata_tests::Sse::connect(&url, None).await;
+    let r = api
+        .post(
+            "/streams/acct-4",
+            &json!({"events": [{"type": "Opened", "data": {}}],
+                    "snapshot": {"type": "AccountState", "data": {"balance": 0}}}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    // A safety net only: the event comes as soon as the commit is heard of.
+    let limit = std::time::Duration::from_secs(20);
+    loop {
+        let (_, _, event) = sse.next_event(limit).await.expect("the event, live");
+        if event["stream"] == "acct-4" {
+            assert_eq!(event["type"], "Opened");
+            assert_eq!(event["version"], 1);
+            break;
+        }
+    }
+}
