@@ -36,6 +36,6 @@ pub mod wire;
 
 pub use version::{ExpectedVersion, StreamState, WrongExpectedVersion};
 pub use wire::{
-    AllPage, AppendRequest, AppendResult, AppendedEvent, Direction, ErrorBody, JsonObject,
-    NewEvent, PutSnapshot, RecordedEvent, Snapshot, StreamInfo, StreamList, StreamPage,
+    AllPage, AppendRequest, AppendResult, AppendSnapshot, AppendedEvent, Direction, ErrorBody,
+    JsonObject, NewEvent, PutSnapshot, RecordedEvent, Snapshot, StreamInfo, StreamList, StreamPage,
 };

@@ -92,6 +92,25 @@ pub struct AppendRequest<D = Value, M = JsonObject> {
     /// The events, stored atomically and consecutively.
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<NewEvent>))]
     pub events: Vec<NewEvent<D, M>>,
+    /// A snapshot to store with the events, in the same transaction, at the
+    /// version the append results in (its last event's). An append refused
+    /// stores neither; an idempotent retry keeps a newer snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<AppendSnapshot>))]
+    pub snapshot: Option<AppendSnapshot<D>>,
+}
+
+/// The `snapshot` of an append: the stream's state after the append's events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(bound = ""))]
+pub struct AppendSnapshot<D = Value> {
+    /// The snapshot's type, e.g. `AccountState` (event type rules).
+    #[serde(rename = "type")]
+    pub snapshot_type: String,
+    /// The state.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub data: D,
 }
 
 /// Where one appended event landed.
@@ -265,6 +284,25 @@ mod tests {
         assert!(
             serde_json::from_str::<AppendRequest>(r#"{"events":[],"expectedVersion":1}"#).is_err()
         );
+    }
+
+    #[test]
+    fn append_request_carries_an_optional_snapshot() {
+        let req: AppendRequest = serde_json::from_str(
+            r#"{"events":[{"type":"A","data":1}],"snapshot":{"type":"S","data":{"n":1}}}"#,
+        )
+        .unwrap();
+        let snapshot = req.snapshot.as_ref().unwrap();
+        assert_eq!(snapshot.snapshot_type, "S");
+        assert_eq!(snapshot.data["n"], 1);
+        assert!(
+            serde_json::from_str::<AppendRequest>(
+                r#"{"events":[],"snapshot":{"type":"S","data":1,"version":2}}"#
+            )
+            .is_err()
+        );
+        let plain: AppendRequest = serde_json::from_str(r#"{"events":[]}"#).unwrap();
+        assert!(!serde_json::to_string(&plain).unwrap().contains("snapshot"));
     }
 
     #[test]

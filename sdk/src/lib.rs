@@ -15,7 +15,9 @@
 //!   (from its latest snapshot), runs commands, saves the events with
 //!   optimistic concurrency and retries on conflict.
 //! - With the `cqrs-es` feature, [`cqrs::StrataEventRepository`] runs
-//!   existing cqrs-es aggregates on Strata.
+//!   existing cqrs-es aggregates on Strata, and [`cqrs::strata_cqrs`],
+//!   [`cqrs::strata_snapshot_cqrs`] and [`cqrs::strata_aggregate_cqrs`]
+//!   build a `CqrsFramework` in each of cqrs-es's modes.
 //!
 //! The SDK talks HTTP only: it has no database crate in its dependencies.
 //!

@@ -34,6 +34,11 @@ pub enum BankAccountCommand {
         /// Cents.
         amount: i64,
     },
+    /// Puts several amounts in: one event each (a multi-event command).
+    DepositSeveral {
+        /// Cents, one deposit each.
+        amounts: Vec<i64>,
+    },
 }
 
 /// What happened to an account.
@@ -102,6 +107,18 @@ impl Aggregate for BankAccount {
         _services: &(),
         sink: &EventSink<Self>,
     ) -> Result<(), BankAccountError> {
+        if let BankAccountCommand::DepositSeveral { amounts } = &command {
+            if !self.opened {
+                return Err(BankAccountError::NotOpen);
+            }
+            let mut balance = self.balance;
+            for &amount in amounts {
+                balance += amount;
+                let event = BankAccountEvent::CustomerDepositedMoney { amount, balance };
+                sink.write(event, self).await;
+            }
+            return Ok(());
+        }
         let event = match command {
             BankAccountCommand::OpenAccount { account_id } => {
                 if self.opened {
@@ -116,6 +133,7 @@ impl Aggregate for BankAccount {
                     balance: self.balance + amount,
                 }
             }
+            BankAccountCommand::DepositSeveral { .. } => unreachable!("handled above"),
             BankAccountCommand::WithdrawMoney { amount } => {
                 if amount > self.balance {
                     return Err(BankAccountError::InsufficientFunds);

@@ -2,8 +2,8 @@
 
 use serde::Serialize;
 use strata_core::{
-    AppendRequest, AppendResult, ExpectedVersion, NewEvent, PutSnapshot, Snapshot, StreamList,
-    StreamPage,
+    AppendRequest, AppendResult, AppendSnapshot, ExpectedVersion, NewEvent, PutSnapshot, Snapshot,
+    StreamList, StreamPage,
 };
 use uuid::Uuid;
 
@@ -32,6 +32,38 @@ impl Client {
         let body = AppendRequest {
             expected_version: expected,
             events,
+            snapshot: None,
+        };
+        self.post(&["streams", stream]).body(&body).json().await
+    }
+
+    /// Appends `events` as [`Client::append`] does and, in the same
+    /// transaction, stores `stream`'s snapshot (`snapshot_type`, `data`) at
+    /// the version the append results in: both are stored or neither (a
+    /// wrong expected version stores no snapshot). A retry after a lost
+    /// answer is recognised by the event ids and keeps a newer snapshot.
+    pub async fn append_with_snapshot<D: Serialize>(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+        snapshot_type: &str,
+        data: &D,
+    ) -> Result<AppendResult> {
+        let events: Vec<NewEvent> = events
+            .into_iter()
+            .map(|mut e| {
+                e.id.get_or_insert_with(Uuid::now_v7);
+                e
+            })
+            .collect();
+        let body = AppendRequest {
+            expected_version: expected,
+            events,
+            snapshot: Some(AppendSnapshot {
+                snapshot_type: snapshot_type.to_owned(),
+                data: serde_json::to_value(data)?,
+            }),
         };
         self.post(&["streams", stream]).body(&body).json().await
     }

@@ -21,6 +21,7 @@ use utoipa::OpenApi;
         strata_core::RecordedEvent,
         strata_core::NewEvent,
         strata_core::AppendRequest,
+        strata_core::AppendSnapshot,
         strata_core::AppendResult,
         strata_core::AppendedEvent,
         strata_core::StreamPage,

@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
 use strata_core::names::validate_stream_name;
-use strata_core::{AppendRequest, ExpectedVersion, StreamInfo, StreamList};
+use strata_core::{AppendRequest, AppendSnapshot, ExpectedVersion, StreamInfo, StreamList};
 use uuid::Uuid;
 
 use super::AppState;
@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{JsonBody, Params, PathName};
 use super::json::{JsonBytes, stream_page};
 use crate::config::Limits;
-use crate::store::{self, AppendCommand, PreparedEvent};
+use crate::store::{self, AppendCommand, PreparedEvent, SnapshotWrite};
 
 /// Checks a stream name from a path.
 ///
@@ -27,7 +27,9 @@ pub fn stream_name(name: String) -> Result<String, ApiError> {
 
 type RawAppend = AppendRequest<Box<RawValue>, Box<RawValue>>;
 
-/// Append events to a stream.
+/// Append events to a stream, optionally with the stream's snapshot after
+/// them (`snapshot`: stored in the same transaction at the resulting version;
+/// a refused append stores neither).
 #[utoipa::path(
     post, path = "/streams/{stream}", tag = "streams",
     params(("stream" = String, Path, description = "Stream name")),
@@ -35,7 +37,7 @@ type RawAppend = AppendRequest<Box<RawValue>, Box<RawValue>>;
     responses(
         (status = 201, description = "Appended", body = strata_core::AppendResult),
         (status = 200, description = "Idempotent retry: the original result", body = strata_core::AppendResult),
-        (status = 400, description = "Invalid request", body = strata_core::ErrorBody),
+        (status = 400, description = "Invalid request (field names the culprit, e.g. snapshot.type)", body = strata_core::ErrorBody),
         (status = 409, description = "wrong_expected_version or duplicate_event_id", body = strata_core::ErrorBody),
         (status = 410, description = "Stream hard-deleted", body = strata_core::ErrorBody),
         (status = 413, description = "Over a size limit", body = strata_core::ErrorBody),
@@ -46,17 +48,18 @@ pub async fn append_events(
     State(state): State<AppState>,
     PathName(stream): PathName,
     params: Params,
-    JsonBody(request): JsonBody<RawAppend>,
+    JsonBody(mut request): JsonBody<RawAppend>,
 ) -> Result<Response, ApiError> {
     let stream = stream_name(stream)?;
     params.finish("no parameters")?;
+    let snapshot = request.snapshot.take().map(prepare_snapshot).transpose()?;
     let command = prepare(stream, request, &state.limits)?;
     let stream = command.stream.clone();
-    let outcome = state
-        .appender
-        .append(command)
-        .await
-        .map_err(|e| ApiError::from_append(e, &stream))?;
+    let outcome = match snapshot {
+        None => state.appender.append(command).await,
+        Some(snapshot) => state.appender.append_with_snapshot(command, snapshot).await,
+    }
+    .map_err(|e| ApiError::from_append(e, &stream))?;
     let status = if outcome.created {
         StatusCode::CREATED
     } else {
@@ -144,6 +147,30 @@ pub fn prepare(
         stream,
         expected: request.expected_version,
         events,
+    })
+}
+
+/// Validates the `snapshot` of an append: its type follows the event type
+/// rules and its data can be stored.
+///
+/// # Errors
+///
+/// `400` naming `snapshot.type` or `snapshot.data`.
+pub fn prepare_snapshot(
+    snapshot: AppendSnapshot<Box<RawValue>>,
+) -> Result<SnapshotWrite, ApiError> {
+    strata_core::names::validate_event_type(&snapshot.snapshot_type)
+        .map_err(|e| ApiError::invalid("snapshot.type", e.to_string()))?;
+    let data = snapshot.data.get();
+    if has_nul_escape(data) {
+        return Err(ApiError::invalid(
+            "snapshot.data",
+            "JSON strings may not contain \\u0000: PostgreSQL cannot store it",
+        ));
+    }
+    Ok(SnapshotWrite {
+        snapshot_type: snapshot.snapshot_type,
+        data: data.to_owned(),
     })
 }
 

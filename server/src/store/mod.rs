@@ -27,7 +27,7 @@ use sqlx::postgres::PgPoolOptions;
 
 pub use append::{
     AppendCommand, AppendError, AppendOutcome, Appender, CommitHook, CommitListener, Committed,
-    PreparedEvent,
+    PreparedEvent, SnapshotWrite,
 };
 pub use delete::{DeleteError, delete_stream};
 pub use error::StoreError;

@@ -40,7 +40,11 @@ pub(super) async fn run(
         round += 1;
         let feed = on_commit.wants_events(bytes);
         let commands: Vec<&AppendCommand> = group.iter().map(|job| &job.command).collect();
-        let error = match statement::run(pool, &commands, check_ids, feed).await {
+        let attempt = async {
+            let mut conn = pool.acquire().await?;
+            statement::run(&mut conn, &commands, check_ids, feed).await
+        };
+        let error = match attempt.await {
             Ok(outcome) => {
                 if outcome.repeats {
                     repeats.seen();

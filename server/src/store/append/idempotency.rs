@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use strata_core::{AppendResult, AppendedEvent};
 use uuid::Uuid;
 
@@ -22,13 +22,13 @@ pub(super) struct StoredId {
 
 /// Where the events with these ids are stored.
 pub(super) async fn stored_events(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     ids: &[Uuid],
 ) -> Result<HashMap<Uuid, StoredId>, sqlx::Error> {
     let rows: Vec<StoredId> =
         sqlx::query_as("SELECT id, stream, version, position FROM events WHERE id = ANY($1)")
             .bind(ids)
-            .fetch_all(pool)
+            .fetch_all(conn)
             .await?;
     Ok(rows.into_iter().map(|row| (row.id, row)).collect())
 }

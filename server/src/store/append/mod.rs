@@ -28,10 +28,15 @@
 //! ([`Committed::events`]); the live feed asks for them while someone on the
 //! node follows it, and then sends the node's own commits without reading
 //! them back.
+//!
+//! An append that carries a snapshot runs outside the groups, in its own
+//! transaction (`snapshot`): the snapshot commits with the events or not at
+//! all.
 
 mod gather;
 mod group;
 mod idempotency;
+mod snapshot;
 mod statement;
 
 use std::sync::Arc;
@@ -46,6 +51,7 @@ use uuid::Uuid;
 use super::error::StoreError;
 use crate::store::StoredEvent;
 use gather::{Committers, Outstanding};
+pub use snapshot::SnapshotWrite;
 
 /// An event ready to be stored: validated, with its id decided.
 #[derive(Debug, Clone)]
@@ -158,6 +164,8 @@ pub type CommitHook = Arc<dyn CommitListener>;
 pub struct Appender {
     queue: mpsc::Sender<Job>,
     shared: Arc<Committers>,
+    pool: PgPool,
+    on_commit: CommitHook,
 }
 
 /// Requests waiting for a committer; senders wait (backpressure) beyond this.
@@ -168,6 +176,7 @@ impl Appender {
     pub fn start(pool: PgPool, committers: usize, on_commit: CommitHook) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let shared = Arc::new(Committers::new(receiver));
+        let (own_pool, own_hook) = (pool.clone(), Arc::clone(&on_commit));
         for _ in 0..committers.max(1) {
             let (shared, pool, on_commit) =
                 (Arc::clone(&shared), pool.clone(), Arc::clone(&on_commit));
@@ -193,7 +202,32 @@ impl Appender {
                 }
             });
         }
-        Appender { queue, shared }
+        Appender {
+            queue,
+            shared,
+            pool: own_pool,
+            on_commit: own_hook,
+        }
+    }
+
+    /// Appends and stores `snapshot` as the stream's snapshot at the version
+    /// the append results in, in one transaction outside group commit: both
+    /// or neither. An idempotent retry answers as [`Appender::append`] does
+    /// and keeps a newer snapshot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Appender::append`]; data PostgreSQL refuses in the snapshot is
+    /// [`AppendError::InvalidData`] too.
+    pub async fn append_with_snapshot(
+        &self,
+        command: AppendCommand,
+        snapshot: SnapshotWrite,
+    ) -> Result<AppendOutcome, AppendError> {
+        if self.queue.is_closed() {
+            return Err(AppendError::ShuttingDown);
+        }
+        snapshot::append(&self.pool, &self.on_commit, &command, &snapshot).await
     }
 
     /// Appends, waiting for the group commit that carries this request.

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde_json::value::RawValue;
-use sqlx::PgPool;
+use sqlx::PgConnection;
 use sqlx::types::Json;
 use strata_core::{ExpectedVersion, WrongExpectedVersion};
 use uuid::Uuid;
@@ -117,7 +117,7 @@ struct Row {
 /// `check_ids`: look the group's ids up before judging it; `feed`: return
 /// the stored events too.
 pub(super) async fn run(
-    pool: &PgPool,
+    conn: &mut PgConnection,
     commands: &[&AppendCommand],
     check_ids: bool,
     feed: bool,
@@ -178,7 +178,7 @@ pub(super) async fn run(
     .bind(&args.e_metadata)
     .bind(&args.e_correlation_id)
     .bind(&args.e_causation_id)
-    .fetch_all(pool)
+    .fetch_all(&mut *conn)
     .await?;
     metrics::histogram!("strata_append_statement_seconds").record(started.elapsed().as_secs_f64());
 
@@ -238,7 +238,7 @@ pub(super) async fn run(
         };
     }
     if !ids_stored.is_empty() {
-        let stored = idempotency::stored_events(pool, &stored_ids_needed).await?;
+        let stored = idempotency::stored_events(&mut *conn, &stored_ids_needed).await?;
         for i in ids_stored {
             verdicts[i] = Verdict::Done(idempotency::idempotent_result(commands[i], &stored));
         }

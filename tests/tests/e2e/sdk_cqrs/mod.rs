@@ -125,3 +125,8 @@ async fn a_cqrs_es_aggregate_runs_on_strata_unchanged() {
     }
     assert_eq!(sequences, (1..=6).collect::<Vec<_>>());
 }
+
+/// Aggregate ids that are no stream names, and failed snapshot writes.
+mod edges;
+/// Each cqrs-es mode with multi-event commands.
+mod modes;
