@@ -79,10 +79,10 @@ BEGIN
         s_tomb[row.k] := row.tombstoned;
     END LOOP;
 
+    -- Static statements below (not EXECUTE): their plans are kept across
+    -- calls, which matters while every group looks its ids up.
     IF check_ids THEN
-        EXECUTE 'SELECT array_agg(ev.id) FROM events ev WHERE ev.id = ANY ($1)'
-        INTO stored_ids
-        USING e_id;
+        SELECT array_agg(ev.id) INTO stored_ids FROM events ev WHERE ev.id = ANY (e_id);
     END IF;
 
     FOR i IN 1 .. requests_n LOOP
@@ -93,13 +93,12 @@ BEGIN
             o_outcome[i] := 3;
         ELSIF stored_ids IS NOT NULL AND e_id[first_e : first_e + r_events[i] - 1] && stored_ids THEN
             -- An exact repeat is answered here, without a second round trip.
-            EXECUTE 'SELECT count(*), min(ev.version - t.ord), max(ev.version - t.ord),
-                            min(ev.position - t.ord), max(ev.position - t.ord),
-                            bool_and(ev.stream = $2)
-                     FROM unnest($1) WITH ORDINALITY AS t (id, ord)
-                     JOIN events ev ON ev.id = t.id'
+            SELECT count(*), min(ev.version - t.ord), max(ev.version - t.ord),
+                   min(ev.position - t.ord), max(ev.position - t.ord),
+                   bool_and(ev.stream = stream_names[k])
             INTO found_n, v_min, v_max, p_min, p_max, same
-            USING e_id[first_e : first_e + r_events[i] - 1], stream_names[k];
+            FROM unnest(e_id[first_e : first_e + r_events[i] - 1]) WITH ORDINALITY AS t (id, ord)
+            JOIN events ev ON ev.id = t.id;
             IF found_n = r_events[i] AND v_min = v_max AND p_min = p_max AND same THEN
                 o_outcome[i] := 4;
                 o_version[i] := v_min + 1;
