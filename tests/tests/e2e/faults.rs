@@ -94,8 +94,9 @@ async fn a_flood_of_repeats_is_answered_with_the_original_results() {
 /// `cargo test -p strata-tests --test e2e -- --ignored faults::soak --nocapture`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "a long run: SOAK_MINUTES=N cargo test -p strata-tests --test e2e -- --ignored faults::soak; \
-            on 2026-12-03 every guarantee held for 5 minutes but node memory grew 20 %, \
-            in steps of 0.6-0.9 MiB after each paused leader"]
+            on 2026-12-03 every guarantee held, but node memory grew 20 % in 5 minutes and \
+            30 % in 10 (22.5 to 29.2 MiB), in steps after each paused leader, also with a \
+            1 MiB live buffer: an open defect"]
 async fn soak() {
     let minutes: u64 = std::env::var("SOAK_MINUTES")
         .ok()
