@@ -104,8 +104,8 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                     tps,
                 );
                 // The same with one live `$all` subscriber on the node: its
-                // shared tail then reads every commit back (with none, it
-                // reads nothing).
+                // shared tail then sends every commit as the append statement
+                // returned it (with none, it does nothing).
                 let result = live::with_subscriber(&client, &node.url(), async {
                     let result = strata_appends(&client, &node.url(), 16, 1, 0, duration).await?;
                     let appended = result.events;

@@ -274,8 +274,8 @@ struct NodeCommits {
 }
 
 impl CommitListener for NodeCommits {
-    fn wants_events(&self, bytes: usize) -> bool {
-        self.live.wants_events(bytes)
+    fn events_up_to(&self) -> Option<usize> {
+        self.live.events_up_to()
     }
 
     fn committed(&self, commit: Committed) {

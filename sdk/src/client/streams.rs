@@ -22,19 +22,7 @@ impl Client {
         expected: ExpectedVersion,
         events: impl IntoIterator<Item = NewEvent>,
     ) -> Result<AppendResult> {
-        let events: Vec<NewEvent> = events
-            .into_iter()
-            .map(|mut e| {
-                e.id.get_or_insert_with(Uuid::now_v7);
-                e
-            })
-            .collect();
-        let body = AppendRequest {
-            expected_version: expected,
-            events,
-            snapshot: None,
-        };
-        self.post(&["streams", stream]).body(&body).json().await
+        self.post_append(stream, expected, events, None).await
     }
 
     /// Appends `events` as [`Client::append`] does and, in the same
@@ -50,6 +38,23 @@ impl Client {
         snapshot_type: &str,
         data: &D,
     ) -> Result<AppendResult> {
+        let snapshot = AppendSnapshot {
+            snapshot_type: snapshot_type.to_owned(),
+            data: serde_json::to_value(data)?,
+        };
+        self.post_append(stream, expected, events, Some(snapshot))
+            .await
+    }
+
+    /// `POST /streams/{stream}`, with ids given to events that have none
+    /// before the first try (so that retries are recognised).
+    async fn post_append(
+        &self,
+        stream: &str,
+        expected: ExpectedVersion,
+        events: impl IntoIterator<Item = NewEvent>,
+        snapshot: Option<AppendSnapshot>,
+    ) -> Result<AppendResult> {
         let events: Vec<NewEvent> = events
             .into_iter()
             .map(|mut e| {
@@ -60,10 +65,7 @@ impl Client {
         let body = AppendRequest {
             expected_version: expected,
             events,
-            snapshot: Some(AppendSnapshot {
-                snapshot_type: snapshot_type.to_owned(),
-                data: serde_json::to_value(data)?,
-            }),
+            snapshot,
         };
         self.post(&["streams", stream]).body(&body).json().await
     }

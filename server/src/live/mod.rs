@@ -153,8 +153,8 @@ impl Live {
 impl CommitListener for Live {
     /// Only while someone on this node follows the feed, and for commits
     /// that fit a share of the live buffer.
-    fn wants_events(&self, bytes: usize) -> bool {
-        bytes <= self.inner.feed_max_bytes && self.inner.ring.receiver_count() > 0
+    fn events_up_to(&self) -> Option<usize> {
+        (self.inner.ring.receiver_count() > 0).then_some(self.inner.feed_max_bytes)
     }
 
     /// This node committed events up to `last_position`: hand the tail the

@@ -30,15 +30,13 @@ pub(super) async fn run(
     mut check_ids: bool,
 ) -> Vec<Job> {
     let started = Instant::now();
-    let bytes: usize = group
-        .iter()
-        .flat_map(|job| &job.command.events)
-        .map(|e| e.data.get().len() + e.metadata.as_ref().map_or(2, |m| m.get().len()) + 128)
-        .sum();
     let mut round = 0;
     loop {
         round += 1;
-        let feed = on_commit.wants_events(bytes);
+        // Counted only while someone follows the feed.
+        let feed = on_commit
+            .events_up_to()
+            .is_some_and(|max| bytes_of(&group) <= max);
         let commands: Vec<&AppendCommand> = group.iter().map(|job| &job.command).collect();
         let attempt = async {
             let mut conn = pool.acquire().await?;
@@ -126,6 +124,15 @@ pub(super) async fn run(
             }
         }
     }
+}
+
+/// About the bytes a group's events take.
+fn bytes_of(group: &[Job]) -> usize {
+    group
+        .iter()
+        .flat_map(|job| &job.command.events)
+        .map(|e| e.data.get().len() + e.metadata.as_ref().map_or(2, |m| m.get().len()) + 128)
+        .sum()
 }
 
 fn database_message(error: &sqlx::Error) -> String {

@@ -131,7 +131,7 @@ pub struct Committed {
     pub last_position: i64,
     /// Every event the group stored, in position order (consecutive up to
     /// `last_position`), exactly as a read returns them — when the listener
-    /// asked for them ([`CommitListener::wants_events`]); `None` otherwise.
+    /// asked for them ([`CommitListener::events_up_to`]); `None` otherwise.
     pub events: Option<Vec<StoredEvent>>,
 }
 
@@ -139,9 +139,10 @@ pub struct Committed {
 /// answered: the live feed and the commit notices to other nodes.
 pub trait CommitListener: Send + Sync {
     /// Asked before a group runs: should the commit carry the events it
-    /// stores? `bytes` is about what they would take. Returning them costs
-    /// the statement a few rows, so say yes only when they are needed.
-    fn wants_events(&self, bytes: usize) -> bool;
+    /// stores? `None` when not; otherwise the most bytes (about) a group's
+    /// events may take to be returned. Returning them costs the statement a
+    /// few rows, so ask only when they are needed.
+    fn events_up_to(&self) -> Option<usize>;
 
     /// The group is committed.
     fn committed(&self, commit: Committed);
@@ -149,8 +150,8 @@ pub trait CommitListener: Send + Sync {
 
 /// Hears nothing: for an appender nobody follows (tests, tools).
 impl CommitListener for () {
-    fn wants_events(&self, _bytes: usize) -> bool {
-        false
+    fn events_up_to(&self) -> Option<usize> {
+        None
     }
 
     fn committed(&self, _commit: Committed) {}

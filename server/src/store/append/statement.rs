@@ -160,7 +160,7 @@ pub(super) async fn run(
     }
 
     let started = Instant::now();
-    let rows: Vec<Row> = sqlx::query_as(
+    let mut rows: Vec<Row> = sqlx::query_as(
         "SELECT outcome, version, position, created_at, data, metadata \
          FROM strata_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
@@ -188,7 +188,8 @@ pub(super) async fn run(
     let mut stored_ids_needed: Vec<Uuid> = Vec::new();
     let mut ids_stored: Vec<usize> = Vec::new();
     let mut repeats = false;
-    let (request_rows, stored_rows) = rows.split_at(sent.len().min(rows.len()));
+    let request_count = sent.len().min(rows.len());
+    let (request_rows, stored_rows) = rows.split_at_mut(request_count);
     for (row, &i) in request_rows.iter().zip(&sent) {
         let version = row.version;
         let command = commands[i];
@@ -272,7 +273,7 @@ pub(super) async fn run(
 fn stored_events(
     commands: &[&AppendCommand],
     verdicts: &[Verdict],
-    rows: &[Row],
+    rows: &mut [Row],
     base: i64,
     appended: usize,
 ) -> Result<Vec<StoredEvent>, sqlx::Error> {
@@ -288,7 +289,7 @@ fn stored_events(
         for (i, event) in command.events.iter().enumerate() {
             let position = first_position + i as i64;
             let index = usize::try_from(position - base - 1).map_err(|_| mismatch())?;
-            let row = rows.get(index).ok_or_else(mismatch)?;
+            let row = rows.get_mut(index).ok_or_else(mismatch)?;
             if row.outcome != Outcome::Stored || row.position != Some(position) {
                 return Err(mismatch());
             }
@@ -299,8 +300,8 @@ fn stored_events(
                 version: row.version.ok_or_else(mismatch)?,
                 id: event.id,
                 event_type: event.event_type.clone(),
-                data: row.data.clone().ok_or_else(mismatch)?,
-                metadata: row.metadata.clone().ok_or_else(mismatch)?,
+                data: row.data.take().ok_or_else(mismatch)?,
+                metadata: row.metadata.take().ok_or_else(mismatch)?,
                 correlation_id: event.correlation_id,
                 causation_id: event.causation_id,
                 created_at: row.created_at.ok_or_else(mismatch)?,
