@@ -1,5 +1,6 @@
 //! `strata-core`: the vocabulary every part of Strata shares.
 //!
+//! - [`auth`]: scopes, grants and API keys;
 //! - [`wire`]: the JSON bodies of the HTTP API ([`RecordedEvent`], [`AppendRequest`], …);
 //! - [`names`]: the naming rules for streams, categories, event types and resources;
 //! - [`ExpectedVersion`] and [`WrongExpectedVersion`]: optimistic concurrency as types;
@@ -26,6 +27,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cluster;
 pub mod names;
 pub mod projection;

@@ -1,5 +1,6 @@
 //! `strata-server`: the Strata event store server.
 //!
+//! - [`auth`]: API keys and the principal a request carries;
 //! - [`config`]: the command line and its validation;
 //! - [`startup`]: [`startup::Application`], one node built and served;
 //! - [`http`]: routes, extractors and the one `ApiError`;
@@ -18,6 +19,7 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cli;
 pub mod cluster;
 pub mod config;
