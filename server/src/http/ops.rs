@@ -44,6 +44,7 @@ pub async fn health_ready(State(state): State<AppState>) -> Result<Response, Api
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    process_gauges();
     (
         [(
             header::CONTENT_TYPE,
@@ -64,3 +65,18 @@ pub async fn openapi(Extension(Document(document)): Extension<Document>) -> Resp
 /// router that was built with it.
 #[derive(Clone)]
 pub struct Document(pub Arc<utoipa::openapi::OpenApi>);
+
+/// Gauges read at each scrape: the runtime's live tasks, and what the
+/// allocator holds (in use, and freed but kept), to tell a leak (tasks or
+/// bytes in use growing) from memory the allocator keeps after a burst.
+fn process_gauges() {
+    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    metrics::gauge!("strata_runtime_alive_tasks").set(tasks as f64);
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        metrics::gauge!("strata_allocator_in_use_bytes").set((info.uordblks + info.hblkhd) as f64);
+        metrics::gauge!("strata_allocator_free_bytes").set(info.fordblks as f64);
+    }
+}

@@ -97,12 +97,19 @@ pub async fn terminate_backends(database_url: &str) -> i64 {
     ended
 }
 
-/// VmRSS of process `pid` in KiB.
+/// The anonymous memory of process `pid` in KiB (`RssAnon`: heap and
+/// stacks — what the node allocated; the binary's own pages, `RssFile`, are
+/// counted by VmRSS but grow with the code a fault first runs).
 pub fn rss_kib(pid: i32) -> u64 {
+    status_kib(pid, "RssAnon:")
+}
+
+/// A `… kB` line of `/proc/<pid>/status`.
+pub fn status_kib(pid: i32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
