@@ -178,15 +178,9 @@ mod tests {
             "write:account-".parse(),
             Ok(Grant::new(Scope::Write, "account-"))
         );
-        assert_eq!(
-            "reed:x".parse::<Grant>(),
-            Err(UnknownScope("reed".into()))
-        );
+        assert_eq!("reed:x".parse::<Grant>(), Err(UnknownScope("reed".into())));
         assert_eq!(Grant::new(Scope::Delete, "a:b").to_string(), "delete:a:b");
-        assert_eq!(
-            "delete:a:b".parse(),
-            Ok(Grant::new(Scope::Delete, "a:b"))
-        );
+        assert_eq!("delete:a:b".parse(), Ok(Grant::new(Scope::Delete, "a:b")));
     }
 
     #[test]

@@ -70,7 +70,9 @@ pub struct Document(pub Arc<utoipa::openapi::OpenApi>);
 /// allocator holds (in use, and freed but kept), to tell a leak (tasks or
 /// bytes in use growing) from memory the allocator keeps after a burst.
 fn process_gauges() {
-    let tasks = tokio::runtime::Handle::current().metrics().num_alive_tasks();
+    let tasks = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
     metrics::gauge!("strata_runtime_alive_tasks").set(tasks as f64);
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -27,10 +27,15 @@ pub(super) async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
+        let connecting = Instant::now();
         let mut listener = tokio::select! {
             listener = connect(&pool) => listener,
             _ = shutdown.changed() => return,
         };
+        tracing::info!(
+            took_ms = connecting.elapsed().as_millis() as u64,
+            "notifications: listening; sending the probe"
+        );
         // Anything committed while we were not listening is caught up now.
         notifications.maybe_missed();
         let mut probe = Probe::new(notifications.node_id());
@@ -130,6 +135,8 @@ struct Probe {
     /// arrives).
     wait: Duration,
     deadline: Option<Instant>,
+    /// When the last probe was sent.
+    sent: Option<Instant>,
     warned: bool,
 }
 
@@ -139,6 +146,7 @@ impl Probe {
             payload: notify::probe_payload(node, &uuid::Uuid::new_v4().simple().to_string()),
             wait: Duration::from_secs(5),
             deadline: None,
+            sent: None,
             warned: false,
         }
     }
@@ -146,13 +154,26 @@ impl Probe {
     /// Sends the probe, a few times if the pool fails at start, and starts
     /// waiting for it.
     async fn send(&mut self, pool: &PgPool) {
-        let sent = (|| notify::send(pool, Channel::Events, &self.payload))
+        let send = (|| notify::send(pool, Channel::Events, &self.payload))
             .retry(strata_pg::retry::policy(Duration::from_millis(200), Duration::from_secs(3)).with_max_times(4))
             .notify(|error, _| {
                 tracing::warn!(%error, "notifications: cannot send the LISTEN probe yet; retrying")
-            })
-            .await;
+            });
+        tokio::pin!(send);
+        let sent = tokio::select! {
+            sent = &mut send => sent,
+            () = tokio::time::sleep(self.wait) => {
+                tracing::warn!(
+                    "notifications: the LISTEN probe's NOTIFY has not committed after {:?}; \
+                     PostgreSQL commits NOTIFYs one at a time, so a busy or stalled server \
+                     delays them: still waiting",
+                    self.wait
+                );
+                send.await
+            }
+        };
         if sent.is_ok() {
+            self.sent = Some(Instant::now());
             self.deadline = Some(Instant::now() + self.wait);
         }
     }
@@ -169,8 +190,16 @@ impl Probe {
     fn arrived(&mut self) {
         self.deadline = None;
         metrics::gauge!("strata_live_listen_verified").set(1.0);
+        let took_ms = self
+            .sent
+            .map_or(0, |sent| sent.elapsed().as_millis() as u64);
         if self.warned {
-            tracing::info!("notifications: the LISTEN probe arrived late; notifications work");
+            tracing::info!(
+                took_ms,
+                "notifications: the LISTEN probe arrived late; notifications work"
+            );
+        } else {
+            tracing::debug!(took_ms, "notifications: the LISTEN probe arrived");
         }
     }
 

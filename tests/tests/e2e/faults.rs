@@ -10,8 +10,8 @@ mod harness;
 use std::time::{Duration, Instant};
 
 use harness::{
-    PrivatePostgres, assert_no_violations, nodes, pause_past_ttl, rss_kib, status_kib, subscription_leader,
-    terminate_backends, urls,
+    PrivatePostgres, assert_no_violations, nodes, pause_past_ttl, rss_kib, status_kib,
+    subscription_leader, terminate_backends, urls,
 };
 use strata_tests::TestDatabase;
 use strata_tests::workload::{Options, Run};
@@ -162,9 +162,14 @@ async fn soak() {
             values.sort_unstable();
             values[values.len() / 2]
         };
-        let (start, end) = (median(&samples[10..15]), median(&samples[samples.len() - 5..]));
+        let (start, end) = (
+            median(&samples[10..15]),
+            median(&samples[samples.len() - 5..]),
+        );
         let ratio = end as f64 / start as f64;
-        eprintln!("soak: n{node} memory {start} KiB after warm-up, {end} KiB at the end ({ratio:.2}×)");
+        eprintln!(
+            "soak: n{node} memory {start} KiB after warm-up, {end} KiB at the end ({ratio:.2}×)"
+        );
         assert!(
             (0.9..=1.1).contains(&ratio),
             "n{node} memory moved from {start} KiB to {end} KiB ({ratio:.2}×) over {round} faults"
