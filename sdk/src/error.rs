@@ -58,13 +58,31 @@ pub enum Error {
         /// The server's explanation, with the limit.
         message: String,
     },
-    /// `401` / `403`: the server's auth refused the call.
-    #[error("{code}: {message}")]
+    /// `401 unauthorized`: no credentials, or a key or token the server
+    /// does not accept (unknown, revoked, expired). Give the client one
+    /// with [`ClientBuilder::api_key`](crate::ClientBuilder::api_key).
+    #[error("unauthorized: {message}")]
     Unauthorized {
-        /// `unauthorized` or `forbidden`.
-        code: String,
         /// The server's explanation.
         message: String,
+    },
+    /// `403 forbidden`: the credentials are valid but hold no grant for
+    /// this call.
+    #[error("forbidden: {message}")]
+    Forbidden {
+        /// The scope the call needed (`read`, `write`, `admin`, …).
+        scope: String,
+        /// The server's explanation, naming what the grant had to cover.
+        message: String,
+    },
+    /// `429 rate_limited`: over the key's request rate or its number of
+    /// open streams. Calls safe to repeat are retried after `retry_after`.
+    #[error("rate limited: {message}")]
+    RateLimited {
+        /// The server's explanation.
+        message: String,
+        /// How long the server asked to wait.
+        retry_after: Option<Duration>,
     },
     /// `503 unavailable` (the database cannot be reached, or a subscription
     /// has no leader during a failover), or no node could be reached at all.
@@ -130,7 +148,10 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout(_) | Error::Transport { .. }
+            Error::Unavailable { .. }
+                | Error::RateLimited { .. }
+                | Error::Timeout(_)
+                | Error::Transport { .. }
         ) || matches!(self, Error::Unexpected { status, .. } if *status >= 500)
     }
 
@@ -155,7 +176,15 @@ impl Error {
             (410, _) => Error::StreamDeleted { message },
             (404, _) => Error::NotFound { code, message },
             (413, _) => Error::PayloadTooLarge { message },
-            (401 | 403, _) => Error::Unauthorized { code, message },
+            (401, _) => Error::Unauthorized { message },
+            (403, _) => Error::Forbidden {
+                scope: details["scope"].as_str().unwrap_or_default().to_owned(),
+                message,
+            },
+            (429, _) => Error::RateLimited {
+                message,
+                retry_after,
+            },
             (503, _) => Error::Unavailable {
                 message,
                 retry_after,

@@ -29,6 +29,17 @@ pub struct ClientBuilder {
     retries: u32,
     backoff: Duration,
     max_backoff: Duration,
+    token: Option<Secret>,
+}
+
+/// A token, left out of `Debug` output (builders end up in logs).
+#[derive(Clone)]
+struct Secret(String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 impl ClientBuilder {
@@ -42,7 +53,21 @@ impl ClientBuilder {
             retries: 3,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
+            token: None,
         }
+    }
+
+    /// Sends `key` (a `strata_…` API key) with every call, subscriptions
+    /// included, as `Authorization: Bearer`.
+    pub fn api_key(self, key: impl Into<String>) -> Self {
+        self.bearer(key)
+    }
+
+    /// Sends `token` (an API key or a JWT of the node's identity provider)
+    /// with every call as `Authorization: Bearer`.
+    pub fn bearer(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(Secret(token.into()));
+        self
     }
 
     /// Adds another node of the cluster. The client talks to one node at a
@@ -117,12 +142,23 @@ impl ClientBuilder {
         if nodes.is_empty() {
             return Err(Error::Usage("a client needs at least one node URL".into()));
         }
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(Secret(token)) = &self.token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| {
+                    Error::Usage("the token holds characters a header cannot carry".into())
+                })?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers.clone())
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .build()
             .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
         let streaming = reqwest::Client::builder()
+            .default_headers(headers)
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.idle_timeout)
             .build()

@@ -162,6 +162,11 @@ impl Call<'_> {
                     retry_after: Some(after),
                     ..
                 }) => after.min(client.inner.max_backoff),
+                // Sooner would only be refused again.
+                Failure::Unavailable(Error::RateLimited {
+                    retry_after: Some(after),
+                    ..
+                }) => after,
                 _ => pause,
             };
             tracing::debug!(%url, error = %failure, ?pause, "{}", failure.retrying());
@@ -180,7 +185,8 @@ enum Failure {
     /// The answer was cut off: it may have been done.
     CutOff(reqwest::Error),
     /// `503`: mostly given before anything is done, but not always (the
-    /// database can go away while a commit is acknowledged).
+    /// database can go away while a commit is acknowledged); or `429`,
+    /// refused before anything was done.
     Unavailable(Error),
     /// Any other error answer: repeating it will not help.
     Refused(Error),
@@ -246,7 +252,9 @@ impl Client {
         }
         Err(
             match Error::from_answer(status.as_u16(), &bytes, retry_after) {
-                error @ Error::Unavailable { .. } => Failure::Unavailable(error),
+                error @ (Error::Unavailable { .. } | Error::RateLimited { .. }) => {
+                    Failure::Unavailable(error)
+                }
                 error => Failure::Refused(error),
             },
         )
