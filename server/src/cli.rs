@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 
-use crate::config::{Cli, Command, DevArgs, LogFormat, NodeArgs};
+use crate::config::{AuthMode, Cli, Command, DevArgs, LogFormat};
 use crate::embedded::{EmbeddedOptions, EmbeddedPostgres};
 use crate::startup::{Application, redact, shutdown_signal};
 use crate::store;
@@ -91,7 +91,8 @@ async fn migrate(url: String) -> anyhow::Result<()> {
 }
 
 fn dev(runtime: &tokio::runtime::Runtime, args: DevArgs) -> anyhow::Result<()> {
-    let config = NodeArgs::validate(&args.node)?;
+    let config = args.node.validate_with(AuthMode::None)?;
+    let config_auth = config.security.auth;
     tracing::info!(dir = %args.data_dir.display(), "starting the private PostgreSQL");
     let pg = EmbeddedPostgres::start(EmbeddedOptions::durable(args.data_dir.clone()))?;
     let url = pg.url("strata");
@@ -100,8 +101,12 @@ fn dev(runtime: &tokio::runtime::Runtime, args: DevArgs) -> anyhow::Result<()> {
         create_database(&pg.url("postgres"), "strata").await?;
         let app = Application::build(config, &url).await?;
         let addr = app.local_addr()?;
+        let auth = match config_auth {
+            AuthMode::None => "open to anyone on this machine (--auth none, loopback only)",
+            AuthMode::Keys => "API keys required (--auth keys; create one with `strata keys create`)",
+        };
         eprintln!(
-            "\nStrata dev server: http://{addr}\n  PostgreSQL: {url} (data in {})\n  Ctrl-C stops both.\n",
+            "\nStrata dev server: http://{addr}\n  Access: {auth}\n  PostgreSQL: {url} (data in {})\n  Ctrl-C stops both.\n",
             pg.dir().display()
         );
         // Without its PostgreSQL the node can only answer 503: stop too.

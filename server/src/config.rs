@@ -7,6 +7,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod security;
+
+pub use security::{AuthMode, QuotaSettings, Security, SecurityArgs};
+
 /// Strata: an event store and CQRS server on PostgreSQL.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about, long_about = None)]
@@ -152,6 +156,9 @@ pub struct NodeArgs {
     /// Log format.
     #[arg(long, env = "STRATA_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Who may call, and what is open.
+    #[command(flatten)]
+    pub security: SecurityArgs,
 }
 
 /// A flag or variable with a value Strata cannot use.
@@ -203,6 +210,8 @@ pub struct NodeConfig {
     /// How long a client may take over its headers, its body, and between
     /// requests.
     pub timeouts: Timeouts,
+    /// Who may call, and what is open.
+    pub security: Security,
 }
 
 /// What a follower does with a call only the leader serves
@@ -261,12 +270,23 @@ impl Default for Limits {
 }
 
 impl NodeArgs {
-    /// Checks every flag and derives the defaults that depend on others.
+    /// Checks every flag and derives the defaults that depend on others,
+    /// with `strata serve`'s default of `--auth keys`.
     ///
     /// # Errors
     ///
     /// [`ConfigError::Invalid`] naming the flag and the problem.
     pub fn validate(&self) -> Result<NodeConfig, ConfigError> {
+        self.validate_with(AuthMode::Keys)
+    }
+
+    /// [`NodeArgs::validate`] with `default_auth` when `--auth` is not given
+    /// (`strata dev`: none, on loopback).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the flag and the problem.
+    pub fn validate_with(&self, default_auth: AuthMode) -> Result<NodeConfig, ConfigError> {
         let listen: SocketAddr = self.listen.parse().map_err(|_| ConfigError::Invalid {
             flag: "--listen",
             message: format!("{:?} is not an address like 127.0.0.1:7700", self.listen),
@@ -393,7 +413,9 @@ impl NodeArgs {
                 });
             }
         }
+        let security = self.security.validate(default_auth, listen)?;
         Ok(NodeConfig {
+            security,
             cors_origins: self.cors_origins.clone(),
             sse_keepalive: Duration::from_millis(self.sse_keepalive_ms),
             live_poll: Duration::from_millis(self.live_poll_ms),

@@ -12,8 +12,10 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
+use crate::auth::Authenticator;
+use crate::auth::keys::KeyStore;
 use crate::cluster;
-use crate::config::NodeConfig;
+use crate::config::{AuthMode, NodeConfig};
 use crate::health::DatabaseHealth;
 use crate::http::{self, AppState};
 use crate::live::{Live, LiveOptions};
@@ -138,6 +140,7 @@ impl Application {
             database: DatabaseHealth::start(&pool, shutdown_rx.clone()),
             follower_calls: config.follower_calls,
             forwarder: http::subscriptions::proxy::client(),
+            gate: http::authorize::Gate::new(authenticator(&config, &pool), config.security.quotas),
             shutdown: shutdown_rx,
         };
         Application {
@@ -227,6 +230,15 @@ impl Application {
         pool.close().await;
         tracing::info!(node = %config.node_id, "strata stopped");
         Ok(())
+    }
+}
+
+/// How the node checks credentials (`--auth`).
+fn authenticator(config: &NodeConfig, pool: &PgPool) -> Authenticator {
+    let keys = KeyStore::new(pool.clone());
+    match config.security.auth {
+        AuthMode::None => Authenticator::open(keys),
+        AuthMode::Keys => Authenticator::keys(keys, config.security.public_metrics),
     }
 }
 

@@ -122,6 +122,22 @@ impl NodeBuilder {
     }
 }
 
+/// `--auth none` for a `serve` node whose test does not choose (tests of
+/// other things run without keys, on loopback); nothing for `dev`, whose
+/// default that is anyway, or when the test chose.
+fn default_auth(builder: &NodeBuilder) -> &'static [&'static str] {
+    let chose = builder
+        .args
+        .iter()
+        .any(|a| a == "--auth" || a.starts_with("--auth="))
+        || builder.env.iter().any(|(k, _)| k == "STRATA_AUTH");
+    if builder.database_url.is_some() && !chose {
+        &["--auth", "none"]
+    } else {
+        &[]
+    }
+}
+
 /// A running `strata serve` process. Dropping it kills the process.
 #[derive(Debug)]
 pub struct StrataNode {
@@ -155,6 +171,7 @@ impl StrataNode {
                 "6",
             ])
             .args(&builder.args)
+            .args(default_auth(&builder))
             .env("STRATA_LOG", "info,strata_server=debug,sqlx=warn")
             .envs(builder.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())

@@ -4,10 +4,14 @@
 //! `auth` imports nothing else of the server; `http` (the one
 //! authorization decision) and the command line use it.
 
+use std::sync::{Arc, LazyLock};
+
 use chrono::{DateTime, Utc};
-use strata_core::auth::Grant;
+use strata_core::auth::{Grant, Scope};
 
 pub mod keys;
+
+use keys::KeyStore;
 
 /// The holder of checked credentials: a key or a token's subject, with its
 /// grants.
@@ -20,4 +24,189 @@ pub struct Principal {
     pub grants: Vec<Grant>,
     /// When its credentials stop working, if ever.
     pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// How a node checks credentials.
+#[derive(Clone)]
+pub struct Authenticator {
+    keys: KeyStore,
+    /// `false`: `--auth none`, everyone is [`Principal::anonymous`].
+    required: bool,
+    public_metrics: bool,
+}
+
+impl Authenticator {
+    /// No authentication (`--auth none`): every request is
+    /// [`Principal::anonymous`]; `keys` is still there to be managed.
+    pub fn open(keys: KeyStore) -> Authenticator {
+        Authenticator {
+            keys,
+            required: false,
+            public_metrics: true,
+        }
+    }
+
+    /// API keys from `keys` on every request; `/metrics` open when
+    /// `public_metrics`.
+    pub fn keys(keys: KeyStore, public_metrics: bool) -> Authenticator {
+        Authenticator {
+            keys,
+            required: true,
+            public_metrics,
+        }
+    }
+
+    /// The node's keys.
+    pub fn key_store(&self) -> &KeyStore {
+        &self.keys
+    }
+
+    /// Whether `/metrics` needs no credentials.
+    pub fn public_metrics(&self) -> bool {
+        self.public_metrics
+    }
+
+    /// Who `token` (a bearer token, if the request had one) belongs to;
+    /// `None` when it is missing, unknown, revoked or expired.
+    ///
+    /// # Errors
+    ///
+    /// The database failed while a key was looked up.
+    pub async fn authenticate(
+        &self,
+        token: Option<&str>,
+    ) -> Result<Option<Arc<Principal>>, sqlx::Error> {
+        static ANONYMOUS: LazyLock<Arc<Principal>> =
+            LazyLock::new(|| Arc::new(Principal::anonymous()));
+        match token {
+            _ if !self.required => Ok(Some(Arc::clone(&ANONYMOUS))),
+            None => Ok(None),
+            Some(token) => Ok(self.keys.authenticate(token).await?.map(Arc::new)),
+        }
+    }
+
+    /// Drops what this node remembers of the key `name` (it was revoked on
+    /// some node).
+    pub fn forget(&self, name: &str) {
+        self.keys.forget(name);
+    }
+}
+
+/// What a request acts on, for the grant check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'a> {
+    /// One stream.
+    Stream(&'a str),
+    /// Every stream of a category (`$all` with `category=`): the stream
+    /// named like the category and those starting with `category-`.
+    Category(&'a str),
+    /// Every stream (an unfiltered `$all` read).
+    Every,
+    /// The node itself: keys, cluster, subscription and projection
+    /// management.
+    Node,
+}
+
+impl Principal {
+    /// The principal of a node without authentication (`--auth none`): it
+    /// may do everything.
+    pub fn anonymous() -> Principal {
+        Principal {
+            name: "anonymous".into(),
+            grants: vec![Grant::new(Scope::Admin, "")],
+            expires_at: None,
+        }
+    }
+
+    /// Whether one of the grants allows `scope` on `target`.
+    pub fn may(&self, scope: Scope, target: Target<'_>) -> bool {
+        self.grants.iter().any(|grant| covers(grant, scope, target))
+    }
+
+    /// The stream prefixes a `scope` grant gives (an `admin` grant gives
+    /// every scope over its streams).
+    pub fn prefixes(&self, scope: Scope) -> impl Iterator<Item = &str> {
+        self.grants
+            .iter()
+            .filter(move |g| g.scope == scope || g.scope == Scope::Admin)
+            .map(|g| g.streams.as_str())
+    }
+}
+
+/// Whether `grant` allows `scope` on `target`.
+///
+/// An `admin` grant allows every scope on the streams it covers; the node
+/// itself and the reserved `$` streams (`$audit`) are covered only by an
+/// `admin` grant over every stream. A prefix covers a category when every
+/// stream of the category starts with it: `acc` and `account-` both cover
+/// `account` (API.md: a grant `account-` covers `category=account`; the
+/// stream named `account` itself, if there is one, is left out of such a
+/// read, see `http::all`).
+fn covers(grant: &Grant, scope: Scope, target: Target<'_>) -> bool {
+    let admin = grant.scope == Scope::Admin;
+    if grant.scope != scope && !admin {
+        return false;
+    }
+    let prefix = grant.streams.as_str();
+    match target {
+        Target::Node => admin && prefix.is_empty(),
+        Target::Every => prefix.is_empty(),
+        Target::Stream(stream) if stream.starts_with('$') => admin && prefix.is_empty(),
+        Target::Stream(stream) => stream.starts_with(prefix),
+        Target::Category(category) => {
+            category.starts_with(prefix)
+                || prefix
+                    .strip_prefix(category)
+                    .is_some_and(|rest| rest == "-")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holding(grants: &[&str]) -> Principal {
+        Principal {
+            name: "k".into(),
+            grants: grants.iter().map(|g| g.parse().unwrap()).collect(),
+            expires_at: None,
+        }
+    }
+
+    #[test]
+    fn a_prefix_covers_the_streams_that_start_with_it() {
+        let key = holding(&["read:account-"]);
+        assert!(key.may(Scope::Read, Target::Stream("account-1")));
+        assert!(!key.may(Scope::Read, Target::Stream("accounts")));
+        assert!(!key.may(Scope::Write, Target::Stream("account-1")));
+        assert!(!key.may(Scope::Read, Target::Every));
+        assert!(!key.may(Scope::Read, Target::Node));
+    }
+
+    #[test]
+    fn a_prefix_covers_a_category_when_it_covers_all_its_streams() {
+        assert!(holding(&["read:account-"]).may(Scope::Read, Target::Category("account")));
+        assert!(holding(&["read:acc"]).may(Scope::Read, Target::Category("account")));
+        assert!(holding(&["read"]).may(Scope::Read, Target::Category("account")));
+        assert!(!holding(&["read:account-1"]).may(Scope::Read, Target::Category("account")));
+        assert!(!holding(&["read:account-"]).may(Scope::Read, Target::Category("acc")));
+        assert!(!holding(&["read:accounts"]).may(Scope::Read, Target::Category("account")));
+    }
+
+    #[test]
+    fn admin_is_every_scope_and_alone_reaches_the_node_and_reserved_streams() {
+        let admin = holding(&["admin"]);
+        for scope in Scope::ALL {
+            assert!(admin.may(scope, Target::Stream("x")));
+        }
+        assert!(admin.may(Scope::Read, Target::Stream("$audit")));
+        assert!(admin.may(Scope::Admin, Target::Node));
+        let narrow = holding(&["admin:x-"]);
+        assert!(narrow.may(Scope::Delete, Target::Stream("x-1")));
+        assert!(!narrow.may(Scope::Admin, Target::Node));
+        assert!(!narrow.may(Scope::Read, Target::Stream("$audit")));
+        assert!(!holding(&["read"]).may(Scope::Read, Target::Stream("$audit")));
+        assert!(Principal::anonymous().may(Scope::Admin, Target::Node));
+    }
 }

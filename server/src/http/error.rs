@@ -20,6 +20,29 @@ pub enum ApiError {
         /// The field or parameter at fault, when there is one.
         field: Option<String>,
     },
+    /// `401 unauthorized`, with `WWW-Authenticate: Bearer`: no credentials,
+    /// or ones no key or token matches (unknown, revoked, expired).
+    Unauthorized {
+        /// Whether the request carried any.
+        presented: bool,
+    },
+    /// `403 forbidden`: valid credentials without the grant.
+    Forbidden {
+        /// Whose credentials.
+        key: String,
+        /// The scope that was needed.
+        scope: strata_core::auth::Scope,
+        /// What it was needed on (`stream "account-1"`, `the node`).
+        what: String,
+    },
+    /// `429 rate_limited`, with `Retry-After`: over a key's rate or its
+    /// (or the node's) most open streams.
+    RateLimited {
+        /// Which limit, and what to do.
+        message: String,
+        /// When to try again.
+        retry_after: std::time::Duration,
+    },
     /// `404` with a specific code (`stream_not_found`, `snapshot_not_found`, `not_found`).
     NotFound {
         /// The error code.
@@ -97,6 +120,35 @@ impl ApiError {
                 }
                 (StatusCode::BAD_REQUEST, "invalid_request", message.clone())
             }
+            ApiError::Unauthorized { presented: false } => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "this request needs credentials: send `Authorization: Bearer <API key>` \
+                 (an operator creates keys with `strata keys create`)"
+                    .into(),
+            ),
+            ApiError::Unauthorized { presented: true } => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the credentials are unknown, revoked or expired: ask an operator for a valid \
+                 key"
+                .into(),
+            ),
+            ApiError::Forbidden { key, scope, what } => {
+                details.insert("scope".into(), Value::String(scope.to_string()));
+                (
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!(
+                        "{key:?} has no `{scope}` grant covering {what}; ask an operator for one"
+                    ),
+                )
+            }
+            ApiError::RateLimited { message, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                message.clone(),
+            ),
             ApiError::NotFound { code, message } => (StatusCode::NOT_FOUND, *code, message.clone()),
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -211,6 +263,13 @@ impl IntoResponse for ApiError {
             },
             _ => None,
         };
+        let wait = match &self {
+            // Whole seconds, rounded up: the header has no finer unit.
+            ApiError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
+        };
         let (status, body) = self.status_and_body();
         let mut response = (status, axum::Json(body)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
@@ -218,6 +277,16 @@ impl IntoResponse for ApiError {
                 header::RETRY_AFTER,
                 HeaderValue::from_static(RETRY_AFTER_SECS),
             );
+        }
+        if let Some(seconds) = wait {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        }
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if status == StatusCode::REQUEST_TIMEOUT {
             // The rest of the body is not read: the connection cannot go on.
@@ -382,5 +451,38 @@ mod tests {
         .into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!response.headers().contains_key(header::LOCATION));
+    }
+}
+
+impl From<super::quota::Refusal> for ApiError {
+    fn from(refusal: super::quota::Refusal) -> Self {
+        use super::quota::Refusal;
+        let (message, retry_after) = match refusal {
+            Refusal::Rate(wait) => (
+                format!(
+                    "this key is over its request rate (--rate-limit); retry after {} ms",
+                    wait.as_millis().max(1)
+                ),
+                wait,
+            ),
+            Refusal::StreamsPerKey(most) => (
+                format!(
+                    "this key holds {most} live streams, its most (--max-sse-per-key); close one \
+                     first"
+                ),
+                std::time::Duration::from_secs(1),
+            ),
+            Refusal::StreamsPerNode(most) => (
+                format!(
+                    "this node holds {most} live streams, its most (--max-sse); retry later or on \
+                     another node"
+                ),
+                std::time::Duration::from_secs(1),
+            ),
+        };
+        ApiError::RateLimited {
+            message,
+            retry_after,
+        }
     }
 }

@@ -3,15 +3,18 @@
 //! Handlers validate input and call `store`; they hold no SQL.
 
 pub mod all;
+pub mod authorize;
 pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod extract;
 mod intake;
 pub mod json;
+pub mod keys;
 pub mod openapi;
 pub mod ops;
 pub mod projections;
+pub mod quota;
 mod routes;
 pub mod snapshots;
 pub mod sse;
@@ -72,6 +75,8 @@ pub struct AppState {
     pub follower_calls: crate::config::FollowerCalls,
     /// The HTTP client that passes such calls on.
     pub forwarder: reqwest::Client,
+    /// Who may call, decided for every request by [`authorize::authorize`].
+    pub gate: authorize::Gate,
 }
 
 /// Cross-origin access for browser pages (an `EventSource` on another
@@ -108,6 +113,12 @@ pub fn router(state: AppState, cors_origins: &[String]) -> Router {
         .layer(middleware::from_fn_with_state(
             state.clone(),
             intake::intake,
+        ))
+        // Before the body is read, the subscription call passed on, or
+        // anything else: the one authorization decision.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            authorize::authorize,
         ))
         .layer(middleware::from_fn_with_state(state.clone(), database_gate))
         .layer(middleware::from_fn(record_request))

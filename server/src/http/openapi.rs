@@ -44,6 +44,12 @@ use utoipa::OpenApi;
         strata_core::subscription::NodeInfo,
         strata_core::subscription::LeaseInfo,
         strata_core::subscription::ProjectionStatus,
+        strata_core::auth::Scope,
+        strata_core::auth::Grant,
+        strata_core::auth::CreateKey,
+        strata_core::auth::CreatedKey,
+        strata_core::auth::KeyInfo,
+        strata_core::auth::KeyList,
     ))
 )]
 struct ApiDoc;

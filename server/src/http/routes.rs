@@ -8,7 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    AppState, all, cluster, openapi, ops, projections, snapshots, sse, streams, subscriptions,
+    AppState, all, cluster, keys, openapi, ops, projections, snapshots, sse, streams, subscriptions,
 };
 
 /// Every endpoint with its OpenAPI operation. One `routes!` per path:
@@ -47,6 +47,8 @@ pub(super) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(projections::pause))
         .routes(routes!(projections::resume))
         .routes(routes!(projections::rebuild))
+        .routes(routes!(keys::create_key, keys::list_keys))
+        .routes(routes!(keys::revoke_key))
         .routes(routes!(ops::health_live))
         .routes(routes!(ops::health_ready))
         .routes(routes!(ops::metrics))
@@ -117,6 +119,14 @@ mod tests {
             database: crate::health::DatabaseHealth::up(),
             follower_calls: crate::config::FollowerCalls::Proxy,
             forwarder: reqwest::Client::new(),
+            gate: crate::http::authorize::Gate::new(
+                crate::auth::Authenticator::open(crate::auth::keys::KeyStore::new(pool.clone())),
+                crate::config::QuotaSettings {
+                    rate: None,
+                    sse_per_key: None,
+                    sse_total: 10,
+                },
+            ),
             pool,
         };
         (state, stop)

@@ -1,9 +1,13 @@
 //! `/streams`: append, read, delete, list.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::value::RawValue;
+use strata_core::auth::Scope;
 use strata_core::names::validate_stream_name;
 use strata_core::{AppendRequest, AppendSnapshot, ExpectedVersion, StreamInfo, StreamList};
 use uuid::Uuid;
@@ -12,6 +16,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, PathName};
 use super::json::{JsonBytes, stream_page};
+use crate::auth::{Principal, Target};
 use crate::config::Limits;
 use crate::store::{self, AppendCommand, PreparedEvent, SnapshotWrite};
 
@@ -288,6 +293,7 @@ pub async fn delete_stream(
 )]
 pub async fn list_streams(
     State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
     mut params: Params,
 ) -> Result<axum::Json<StreamList>, ApiError> {
     let prefix = params.text("prefix").unwrap_or_default();
@@ -300,11 +306,27 @@ pub async fn list_streams(
     }
     let limit = params.limit()?;
     params.finish("prefix, after, limit")?;
-    let listing = store::list_streams(&state.pool, &prefix, after.as_deref(), limit).await?;
+    // The ranges the grants show, in name order: one after the other they
+    // are the listing.
+    let (mut streams, mut next) = (Vec::new(), None);
+    for range in visible_prefixes(&principal, &prefix) {
+        let room = limit - streams.len() as i64;
+        if room == 0 {
+            next = streams.last().map(|s: &store::ListedStream| s.name.clone());
+            break;
+        }
+        let listing = store::list_streams(&state.pool, &range, after.as_deref(), room).await?;
+        streams.extend(listing.streams);
+        if listing.next.is_some() {
+            next = listing.next;
+            break;
+        }
+    }
     Ok(axum::Json(StreamList {
-        streams: listing
-            .streams
+        streams: streams
             .into_iter()
+            // `$audit` and the like: only for those who may read them.
+            .filter(|listed| principal.may(Scope::Read, Target::Stream(&listed.name)))
             .map(|listed| StreamInfo {
                 stream: listed.name,
                 version: listed.version as u64,
@@ -312,13 +334,53 @@ pub async fn list_streams(
                 updated_at: listed.updated_at,
             })
             .collect(),
-        next: listing.next,
+        next,
     }))
+}
+
+/// The name prefixes a listing of `requested` shows `principal`: the
+/// requested one when a read grant covers it, else the narrower grants
+/// within it, in name order, none inside another.
+fn visible_prefixes(principal: &Principal, requested: &str) -> Vec<String> {
+    let grants: Vec<&str> = principal.prefixes(Scope::Read).collect();
+    if grants.iter().any(|g| requested.starts_with(g)) {
+        return vec![requested.to_owned()];
+    }
+    let mut within: Vec<&str> = grants
+        .into_iter()
+        .filter(|g| g.starts_with(requested))
+        .collect();
+    within.sort_unstable();
+    let mut ranges: Vec<String> = Vec::new();
+    for prefix in within {
+        if !ranges
+            .last()
+            .is_some_and(|kept| prefix.starts_with(kept.as_str()))
+        {
+            ranges.push(prefix.to_owned());
+        }
+    }
+    ranges
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listing_shows_the_ranges_the_grants_cover() {
+        let holding = |grants: &[&str]| Principal {
+            name: "k".into(),
+            grants: grants.iter().map(|g| g.parse().unwrap()).collect(),
+            expires_at: None,
+        };
+        let key = holding(&["read:order-", "read:account-", "read:account-eu-", "write"]);
+        assert_eq!(visible_prefixes(&key, ""), ["account-", "order-"]);
+        assert_eq!(visible_prefixes(&key, "account-1"), ["account-1"]);
+        assert_eq!(visible_prefixes(&key, "acc"), ["account-"]);
+        assert!(visible_prefixes(&key, "invoice-").is_empty());
+        assert_eq!(visible_prefixes(&holding(&["admin"]), "x"), ["x"]);
+    }
 
     #[test]
     fn finds_real_nul_escapes_only() {

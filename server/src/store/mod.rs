@@ -34,8 +34,8 @@ pub use error::StoreError;
 pub use event::StoredEvent;
 pub(crate) use event::write_json_array;
 pub use read::{
-    AllFilter, AllRead, ReadError, StreamFollow, StreamListing, StreamRead, follow_stream, head,
-    list_streams, read_all, read_stream,
+    AllFilter, AllRead, ListedStream, ReadError, StreamFollow, StreamListing, StreamRead,
+    follow_stream, head, list_streams, read_all, read_stream,
 };
 pub use snapshot::{SnapshotError, StoredSnapshot, delete_snapshot, get_snapshot, put_snapshot};
 
