@@ -1,11 +1,15 @@
-//! The command line: `strata serve | dev | migrate`, every flag with a
+//! The command line: `strata serve | dev | migrate | keys`, every flag with a
 //! `STRATA_…` environment twin, validated before anything starts.
+
+mod keys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+pub use self::keys::{CreateKeyArgs, KeysArgs, KeysCommand, RevokeKeyArgs};
 
 /// Strata: an event store and CQRS server on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -25,6 +29,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Apply the migrations and exit.
     Migrate(DatabaseArgs),
+    /// Create, list or revoke API keys (applies pending migrations first).
+    Keys(KeysArgs),
 }
 
 /// Where the database is.
