@@ -16,8 +16,8 @@ pub enum Channel {
     /// probe, see [`probe_payload`]).
     Events,
     /// A [`ClusterNotice`]: coordinators should look at the cluster now (a
-    /// subscription was created or deleted, a lease released), or a stream
-    /// was hard-deleted.
+    /// subscription was created or deleted, a lease released), a stream
+    /// was hard-deleted, or an API key revoked.
     Cluster,
     /// A projection was asked to pause, resume or rebuild; the payload is its
     /// name.
@@ -83,6 +83,9 @@ impl CommitNotice {
 /// let erased = ClusterNotice::StreamErased("account-42".into());
 /// assert_eq!(erased.payload(), "erased:account-42");
 /// assert_eq!(ClusterNotice::parse(&erased.payload()), erased);
+/// let revoked = ClusterNotice::KeyRevoked("ci-bot".into());
+/// assert_eq!(revoked.payload(), "revoked:ci-bot");
+/// assert_eq!(ClusterNotice::parse(&revoked.payload()), revoked);
 /// assert_eq!(ClusterNotice::parse(""), ClusterNotice::Wake);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,24 +99,40 @@ pub enum ClusterNotice {
     /// erasure commits: whoever hears it drops the copies it holds. Written
     /// as `erased:<stream>` (stream names fit NOTIFY's 8000-byte payload).
     StreamErased(String),
+    /// The API key of this name was revoked. Sent inside the revoking
+    /// transaction: whoever hears it drops the key from its cache at once
+    /// (the cache re-reads a key every second anyway, so a lost notice
+    /// delays the refusal by at most that). Written as `revoked:<name>`.
+    KeyRevoked(String),
 }
 
 impl ClusterNotice {
     const ERASED: &'static str = "erased:";
+    const REVOKED: &'static str = "revoked:";
 
     /// The payload text.
     pub fn payload(&self) -> String {
         match self {
             ClusterNotice::Wake => String::new(),
             ClusterNotice::StreamErased(stream) => format!("{}{stream}", Self::ERASED),
+            ClusterNotice::KeyRevoked(name) => format!("{}{name}", Self::REVOKED),
         }
     }
 
     /// Reads a payload of [`Channel::Cluster`].
     pub fn parse(payload: &str) -> ClusterNotice {
-        match payload.strip_prefix(Self::ERASED) {
-            Some(stream) if !stream.is_empty() => ClusterNotice::StreamErased(stream.to_owned()),
-            _ => ClusterNotice::Wake,
+        let named = |prefix: &str| {
+            payload
+                .strip_prefix(prefix)
+                .filter(|rest| !rest.is_empty())
+                .map(str::to_owned)
+        };
+        if let Some(stream) = named(Self::ERASED) {
+            ClusterNotice::StreamErased(stream)
+        } else if let Some(name) = named(Self::REVOKED) {
+            ClusterNotice::KeyRevoked(name)
+        } else {
+            ClusterNotice::Wake
         }
     }
 }
@@ -169,6 +188,19 @@ mod tests {
         assert_eq!(ClusterNotice::parse(&notice.payload()), notice);
         assert_eq!(ClusterNotice::parse("erased:"), ClusterNotice::Wake);
         assert_eq!(ClusterNotice::parse("something else"), ClusterNotice::Wake);
+    }
+
+    #[test]
+    fn a_revocation_notice_reads_back_what_it_wrote() {
+        let notice = ClusterNotice::KeyRevoked("ci.bot-1_x".into());
+        assert_eq!(notice.payload(), "revoked:ci.bot-1_x");
+        assert_eq!(ClusterNotice::parse(&notice.payload()), notice);
+        assert_eq!(ClusterNotice::parse("revoked:"), ClusterNotice::Wake);
+        // A stream may be called `revoked:x`: its erasure stays an erasure.
+        assert_eq!(
+            ClusterNotice::parse("erased:revoked:x"),
+            ClusterNotice::StreamErased("revoked:x".into())
+        );
     }
 
     #[test]

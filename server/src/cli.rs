@@ -1,9 +1,12 @@
 //! The `strata` command: parse, validate, run.
 
+mod keys;
+
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use sqlx::PgPool;
 
 use crate::config::{AuthMode, Cli, Command, DevArgs, LogFormat};
 use crate::embedded::{EmbeddedOptions, EmbeddedPostgres};
@@ -26,7 +29,7 @@ where
     let format = match &cli.command {
         Command::Serve(args) => args.node.log_format,
         Command::Dev(args) => args.node.log_format,
-        Command::Migrate(_) => LogFormat::Text,
+        Command::Migrate(_) | Command::Keys(_) => LogFormat::Text,
     };
     init_tracing(format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -51,6 +54,7 @@ where
             .resolve()
             .map_err(anyhow::Error::from)
             .and_then(|url| runtime.block_on(migrate(url))),
+        Command::Keys(args) => runtime.block_on(keys::run(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,13 +85,20 @@ async fn serve(config: crate::config::NodeConfig, url: String) -> anyhow::Result
 }
 
 async fn migrate(url: String) -> anyhow::Result<()> {
-    let pool = store::connect_lazy(&url, 2)
-        .with_context(|| format!("{} is not a valid PostgreSQL URL", redact(&url)))?;
-    store::migrate(&pool)
-        .await
-        .with_context(|| format!("cannot migrate the database at {}", redact(&url)))?;
+    migrated_pool(&url).await?.close().await;
     tracing::info!("the schema is current");
     Ok(())
+}
+
+/// A small pool on `url` once the pending migrations are applied (or the
+/// database is refused as another application's), as `strata migrate` does.
+async fn migrated_pool(url: &str) -> anyhow::Result<PgPool> {
+    let pool = store::connect_lazy(url, 2)
+        .with_context(|| format!("{} is not a valid PostgreSQL URL", redact(url)))?;
+    store::migrate(&pool)
+        .await
+        .with_context(|| format!("cannot migrate the database at {}", redact(url)))?;
+    Ok(pool)
 }
 
 fn dev(runtime: &tokio::runtime::Runtime, args: DevArgs) -> anyhow::Result<()> {

@@ -1,5 +1,7 @@
-//! The command line: `strata serve | dev | migrate`, every flag with a
+//! The command line: `strata serve | dev | migrate | keys`, every flag with a
 //! `STRATA_…` environment twin, validated before anything starts.
+
+mod keys;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod security;
 
+pub use self::keys::{CreateKeyArgs, KeysArgs, KeysCommand, RevokeKeyArgs};
 pub use security::{AuthMode, QuotaSettings, Security, SecurityArgs};
 
 /// Strata: an event store and CQRS server on PostgreSQL.
@@ -29,6 +32,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Apply the migrations and exit.
     Migrate(DatabaseArgs),
+    /// Create, list or revoke API keys (applies pending migrations first).
+    Keys(KeysArgs),
 }
 
 /// Where the database is.

@@ -151,6 +151,10 @@ impl Notifications {
                         .erasures
                         .send(Erasure::Stream(Arc::from(stream.as_str())));
                 }
+                // The node's key cache forgets the key (`KeyStore::forget`),
+                // wired with the authorization layer; until then its cache
+                // re-reads the key within a second anyway.
+                ClusterNotice::KeyRevoked(_) => {}
             },
             Some(Channel::Events) => {
                 match strata_pg::notify::CommitNotice::parse(payload) {

@@ -13,6 +13,8 @@ mod delete;
 mod dev;
 /// Fault injection under load, checked against a recorded history.
 mod faults;
+/// API keys: the `strata keys` command, authentication and its cache, revocation.
+mod keys;
 /// Connection limits: stalled uploads, slow headers, idle connections.
 mod limits;
 /// Per-stream linearizability under concurrent writers.
