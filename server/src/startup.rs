@@ -143,6 +143,11 @@ impl Application {
             gate: http::authorize::Gate::new(authenticator(&config, &pool), config.security.quotas),
             shutdown: shutdown_rx,
         };
+        tokio::spawn(forget_revoked(
+            notifications.revocations(),
+            state.gate.auth.clone(),
+            state.shutdown.clone(),
+        ));
         Application {
             listener,
             state,
@@ -239,6 +244,27 @@ fn authenticator(config: &NodeConfig, pool: &PgPool) -> Authenticator {
     match config.security.auth {
         AuthMode::None => Authenticator::open(keys),
         AuthMode::Keys => Authenticator::keys(keys, config.security.public_metrics),
+    }
+}
+
+/// Drops each key revoked on any node from this node's cache as soon as
+/// the notice arrives (the cache would re-read it within a second anyway).
+async fn forget_revoked(
+    mut revocations: tokio::sync::broadcast::Receiver<String>,
+    auth: Authenticator,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let heard = tokio::select! {
+            heard = revocations.recv() => heard,
+            _ = shutdown.changed() => return,
+        };
+        match heard {
+            Ok(name) => auth.forget(&name),
+            Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
     }
 }
 

@@ -453,36 +453,3 @@ mod tests {
         assert!(!response.headers().contains_key(header::LOCATION));
     }
 }
-
-impl From<super::quota::Refusal> for ApiError {
-    fn from(refusal: super::quota::Refusal) -> Self {
-        use super::quota::Refusal;
-        let (message, retry_after) = match refusal {
-            Refusal::Rate(wait) => (
-                format!(
-                    "this key is over its request rate (--rate-limit); retry after {} ms",
-                    wait.as_millis().max(1)
-                ),
-                wait,
-            ),
-            Refusal::StreamsPerKey(most) => (
-                format!(
-                    "this key holds {most} live streams, its most (--max-sse-per-key); close one \
-                     first"
-                ),
-                std::time::Duration::from_secs(1),
-            ),
-            Refusal::StreamsPerNode(most) => (
-                format!(
-                    "this node holds {most} live streams, its most (--max-sse); retry later or on \
-                     another node"
-                ),
-                std::time::Duration::from_secs(1),
-            ),
-        };
-        ApiError::RateLimited {
-            message,
-            retry_after,
-        }
-    }
-}

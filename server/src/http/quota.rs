@@ -11,6 +11,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use super::error::ApiError;
 use crate::config::QuotaSettings;
 
 /// Keys whose buckets are kept at most before idle ones are dropped.
@@ -114,6 +115,38 @@ impl Drop for StreamPermit {
                     open.remove(&self.key);
                 }
             }
+        }
+    }
+}
+
+impl From<Refusal> for ApiError {
+    fn from(refusal: super::quota::Refusal) -> Self {
+        let (message, retry_after) = match refusal {
+            Refusal::Rate(wait) => (
+                format!(
+                    "this key is over its request rate (--rate-limit); retry after {} ms",
+                    wait.as_millis().max(1)
+                ),
+                wait,
+            ),
+            Refusal::StreamsPerKey(most) => (
+                format!(
+                    "this key holds {most} live streams, its most (--max-sse-per-key); close one \
+                     first"
+                ),
+                std::time::Duration::from_secs(1),
+            ),
+            Refusal::StreamsPerNode(most) => (
+                format!(
+                    "this node holds {most} live streams, its most (--max-sse); retry later or on \
+                     another node"
+                ),
+                std::time::Duration::from_secs(1),
+            ),
+        };
+        ApiError::RateLimited {
+            message,
+            retry_after,
         }
     }
 }

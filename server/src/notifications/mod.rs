@@ -77,6 +77,8 @@ struct Inner {
     cluster: Arc<Notify>,
     /// Hard deletes heard of.
     erasures: broadcast::Sender<Erasure>,
+    /// Names of keys revoked on some node.
+    revocations: broadcast::Sender<String>,
     /// This node's last committed position, for the notifier.
     commits: watch::Sender<i64>,
 }
@@ -93,6 +95,7 @@ impl Notifications {
                 others_head: AtomicI64::new(0),
                 cluster: Arc::new(Notify::new()),
                 erasures: broadcast::channel(ERASURES_CAPACITY).0,
+                revocations: broadcast::channel(ERASURES_CAPACITY).0,
                 commits,
             }),
         };
@@ -127,6 +130,13 @@ impl Notifications {
         Arc::clone(&self.inner.cluster)
     }
 
+    /// Hears the name of every key revoked from now on, on any node (a
+    /// receiver that lags misses some: key caches re-read within a second
+    /// anyway).
+    pub fn revocations(&self) -> broadcast::Receiver<String> {
+        self.inner.revocations.subscribe()
+    }
+
     /// Hears every hard delete from now on, of any node: each is told once
     /// it is committed, so a copy of an erased event dropped on it is never
     /// read again from the database.
@@ -151,10 +161,9 @@ impl Notifications {
                         .erasures
                         .send(Erasure::Stream(Arc::from(stream.as_str())));
                 }
-                // The node's key cache forgets the key (`KeyStore::forget`),
-                // wired with the authorization layer; until then its cache
-                // re-reads the key within a second anyway.
-                ClusterNotice::KeyRevoked(_) => {}
+                ClusterNotice::KeyRevoked(name) => {
+                    let _ = self.inner.revocations.send(name);
+                }
             },
             Some(Channel::Events) => {
                 match strata_pg::notify::CommitNotice::parse(payload) {

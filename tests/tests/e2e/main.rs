@@ -3,6 +3,8 @@
 
 /// Append semantics: expected versions, atomic batches, idempotency.
 mod append;
+/// Authentication and authorization: the route matrix, grants, keys.
+mod auth;
 /// Malformed input of every kind: always a JSON 4xx, never a 5xx or a dropped connection.
 mod bad_input;
 /// Several nodes: leases, failover, fencing, handover.
