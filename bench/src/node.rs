@@ -29,15 +29,14 @@ impl Node {
     pub fn start(database_url: &str, extra: &[&str]) -> anyhow::Result<Node> {
         let mut child = Command::new(std::env::current_exe()?)
             .args([NODE_ARG, "serve", "--database-url", database_url])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--log-format",
-                "json",
-                "--auth",
-                "none",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(extra)
+            // Without keys unless the scenario asks for them.
+            .args(if extra.contains(&"--auth") {
+                &[][..]
+            } else {
+                &["--auth", "none"][..]
+            })
             .env("STRATA_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

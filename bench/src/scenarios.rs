@@ -66,6 +66,13 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
         .pool_max_idle_per_host(256)
         .build()?;
     let target = Target::from_url(&admin)?.with_database(BENCH_DB);
+    // The `--auth keys` lines: a second node on the same database that
+    // requires keys, and a client that sends one (only when this run starts
+    // its own nodes).
+    let keyed = match (&node, options.runs("appends") || options.runs("read")) {
+        (NodeHandle::Spawned(_), true) => Some(keyed_node(&bench_url).await?),
+        _ => None,
+    };
     let mut series = report::Table::default();
     let duration = options.duration();
     const SINGLE: &str = "single-event appends, 16 clients";
@@ -93,6 +100,16 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
                     result.events_per_sec(),
                     result.latencies,
                 );
+                if let Some((keyed, keyed_client)) = &keyed {
+                    let result =
+                        strata_appends(keyed_client, &keyed.url(), 16, 1, 0, duration).await?;
+                    series.add(
+                        SINGLE,
+                        "Strata (HTTP), --auth keys",
+                        result.events_per_sec(),
+                        result.latencies,
+                    );
+                }
                 let script = pgbench::single_insert_script("pgbench_events");
                 let tps = pgbench::run(&target, &script, 16, duration)?;
                 series.add_baseline(SINGLE, "pgbench one-row INSERT", tps);
@@ -178,6 +195,11 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
             eprintln!("read, round {round}/{} ...", options.rounds);
             let (rate, latencies) = read_all(&client, &node.url(), options.read_events).await?;
             series.add(&scenario, "Strata (HTTP)", rate, latencies);
+            if let Some((keyed, keyed_client)) = &keyed {
+                let (rate, latencies) =
+                    read_all(keyed_client, &keyed.url(), options.read_events).await?;
+                series.add(&scenario, "Strata (HTTP), --auth keys", rate, latencies);
+            }
             let tps = pgbench::run(
                 &target,
                 &pgbench::keyset_read_script(options.read_events),
@@ -354,6 +376,32 @@ pub async fn run(options: Options) -> anyhow::Result<()> {
 }
 
 /// The node under test: started by the benchmark, or already running.
+/// A node on `bench_url` started with `--auth keys`, and a client sending
+/// a key granted `read` and `write` over every stream.
+async fn keyed_node(bench_url: &str) -> anyhow::Result<(Node, reqwest::Client)> {
+    use strata_core::auth::{CreateKey, Grant, Scope};
+    let node = Node::start(bench_url, &["--pool-size", "16", "--auth", "keys"])?;
+    let pool = sqlx::PgPool::connect(bench_url).await?;
+    let created = strata_server::auth::keys::KeyStore::new(pool.clone())
+        .create(&CreateKey {
+            name: format!("bench-{}", std::process::id()),
+            grants: vec![Grant::new(Scope::Read, ""), Grant::new(Scope::Write, "")],
+            expires_at: None,
+        })
+        .await?;
+    pool.close().await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {}", created.token).parse()?,
+    );
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .default_headers(headers)
+        .build()?;
+    Ok((node, client))
+}
+
 enum NodeHandle {
     Spawned(Node),
     External(String),

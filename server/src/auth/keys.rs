@@ -308,7 +308,7 @@ impl KeyStore {
     /// # Errors
     ///
     /// When the key had to be read and the database failed.
-    pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, sqlx::Error> {
+    pub async fn authenticate(&self, token: &str) -> Result<Option<Arc<Principal>>, sqlx::Error> {
         let Some(token) = Token::parse(token) else {
             return Ok(None);
         };
@@ -319,11 +319,7 @@ impl KeyStore {
         };
         Ok(key
             .filter(|key| key.admits(&token, Utc::now()))
-            .map(|key| Principal {
-                name: key.name.clone(),
-                grants: key.grants.clone(),
-                expires_at: key.expires_at,
-            }))
+            .map(|key| Arc::clone(&key.principal)))
     }
 
     /// Drops the key called `name` from this node's cache, so that its next
@@ -350,10 +346,12 @@ impl KeyStore {
                 // matches no secret.
                 hash.try_into().ok().map(|secret_hash| {
                     Ok::<_, sqlx::Error>(Arc::new(CachedKey {
-                        name: row.try_get("name")?,
                         secret_hash,
-                        grants: row.try_get::<Json<Vec<Grant>>, _>("grants")?.0,
-                        expires_at: row.try_get("expires_at")?,
+                        principal: Arc::new(Principal {
+                            name: row.try_get("name")?,
+                            grants: row.try_get::<Json<Vec<Grant>>, _>("grants")?.0,
+                            expires_at: row.try_get("expires_at")?,
+                        }),
                     }))
                 })
             }

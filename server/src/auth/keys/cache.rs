@@ -17,26 +17,23 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use strata_core::auth::Grant;
 
 use super::token::{SecretHash, Token};
+use crate::auth::Principal;
 
-/// A key as the cache holds it: what a request needs to be checked.
+/// A key as the cache holds it: what a request needs to be checked, and
+/// the principal it then carries (shared, so a hit allocates nothing).
 pub(super) struct CachedKey {
-    /// The key's name.
-    pub(super) name: String,
     /// The SHA-256 of its secret.
     pub(super) secret_hash: SecretHash,
-    /// What it may do.
-    pub(super) grants: Vec<Grant>,
-    /// When it stops working, if ever.
-    pub(super) expires_at: Option<DateTime<Utc>>,
+    /// Its name, grants and expiry.
+    pub(super) principal: Arc<Principal>,
 }
 
 impl CachedKey {
     /// Whether `token` is this key's and the key has not expired at `now`.
     pub(super) fn admits(&self, token: &Token, now: DateTime<Utc>) -> bool {
-        token.matches(&self.secret_hash) && self.expires_at.is_none_or(|at| at > now)
+        token.matches(&self.secret_hash) && self.principal.expires_at.is_none_or(|at| at > now)
     }
 }
 
@@ -133,7 +130,10 @@ impl Cache {
     pub(super) fn forget(&self, name: &str) {
         let mut state = self.state();
         state.epoch += 1;
-        state.keys.entries.retain(|_, (_, key)| key.name != name);
+        state
+            .keys
+            .entries
+            .retain(|_, (_, key)| key.principal.name != name);
     }
 
     /// Keys and missing ids held (stale ones included).
@@ -198,16 +198,18 @@ mod tests {
 
     fn key(name: &str) -> Arc<CachedKey> {
         Arc::new(CachedKey {
-            name: name.into(),
             secret_hash: [0; 32],
-            grants: Vec::new(),
-            expires_at: None,
+            principal: Arc::new(Principal {
+                name: name.into(),
+                grants: Vec::new(),
+                expires_at: None,
+            }),
         })
     }
 
     fn found(lookup: Lookup) -> Option<String> {
         match lookup {
-            Lookup::Found(key) => Some(key.name.clone()),
+            Lookup::Found(key) => Some(key.principal.name.clone()),
             _ => None,
         }
     }
