@@ -99,36 +99,15 @@ pub async fn run<P: Projection>(
         .context("the projection's name")?;
     let connect = strata_pg::connect::options(&options.database_url, "strata-projection")
         .context("the database URL")?;
-    let pool = PgPoolOptions::new()
-        .max_connections(4)
-        .connect_with(connect)
-        .await
-        .context("connecting to PostgreSQL")?;
-    // The same migrations as the server's: a worker may start first.
-    strata_pg::migrate::run(&pool)
-        .await
-        .context("applying the schema")?;
-    // Workers starting together would run `setup` at once, and concurrent
-    // `CREATE TABLE IF NOT EXISTS` of one table fails in PostgreSQL (a
-    // duplicate key in pg_type): one setup at a time per projection.
-    let mut guard = pool.acquire().await.context("connecting to PostgreSQL")?;
-    let key = format!("strata-projection-setup:{}", projection.name());
-    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
-        .bind(&key)
-        .execute(&mut *guard)
-        .await
-        .context("waiting for the setup lock")?;
-    let setup = projection.setup(&pool).await;
-    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
-        .bind(&key)
-        .execute(&mut *guard)
-        .await
-        .context("releasing the setup lock")?;
-    drop(guard);
-    setup.context("the projection's setup")?;
-    sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
-        .bind(projection.name())
-        .execute(&pool)
+    // A database restarting, or a session ended by an operator, while the
+    // worker starts is retried like any later failure (each step below is
+    // idempotent; a lost session releases its advisory lock).
+    let pool = (|| prepare(&projection, connect.clone()))
+        .retry(strata_pg::retry::database().with_max_times(START_ATTEMPTS))
+        .notify(|error, pause| {
+            let error = strata_pg::report::describe(error.as_ref());
+            tracing::warn!(%error, ?pause, "projection worker: cannot start yet; retrying");
+        })
         .await?;
     let wake = std::sync::Arc::new(Notify::new());
     tokio::spawn(listen(pool.clone(), std::sync::Arc::clone(&wake)));
@@ -160,6 +139,50 @@ pub async fn run<P: Projection>(
         tracing::info!(projection = worker.projection.name(), "released the lease");
     }
     Ok(())
+}
+
+/// Tries of the start-up before the worker gives up (about half a minute
+/// with the database backoff).
+const START_ATTEMPTS: usize = 10;
+
+/// Connects, applies the schema and runs the projection's `setup`, one
+/// worker at a time per projection.
+async fn prepare<P: Projection>(
+    projection: &P,
+    connect: sqlx::postgres::PgConnectOptions,
+) -> anyhow::Result<PgPool> {
+    let pool = PgPoolOptions::new()
+        .max_connections(4)
+        .connect_with(connect)
+        .await
+        .context("connecting to PostgreSQL")?;
+    // The same migrations as the server's: a worker may start first.
+    strata_pg::migrate::run(&pool)
+        .await
+        .context("applying the schema")?;
+    // Workers starting together would run `setup` at once, and concurrent
+    // `CREATE TABLE IF NOT EXISTS` of one table fails in PostgreSQL (a
+    // duplicate key in pg_type): one setup at a time per projection.
+    let mut guard = pool.acquire().await.context("connecting to PostgreSQL")?;
+    let key = format!("strata-projection-setup:{}", projection.name());
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(&key)
+        .execute(&mut *guard)
+        .await
+        .context("waiting for the setup lock")?;
+    let setup = projection.setup(&pool).await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(&key)
+        .execute(&mut *guard)
+        .await
+        .context("releasing the setup lock")?;
+    drop(guard);
+    setup.context("the projection's setup")?;
+    sqlx::query("INSERT INTO projections (name) VALUES ($1) ON CONFLICT (name) DO NOTHING")
+        .bind(projection.name())
+        .execute(&pool)
+        .await?;
+    Ok(pool)
 }
 
 struct Worker<P> {

@@ -16,11 +16,19 @@ pub const TTL_MS: u64 = 2000;
 
 /// `count` nodes `n0`, `n1`, … on `database_url`.
 pub async fn nodes(database_url: &str, count: usize) -> Vec<StrataNode> {
+    nodes_with(database_url, count, &[]).await
+}
+
+/// [`nodes`], each also given `extra` flags.
+pub async fn nodes_with(database_url: &str, count: usize, extra: &[&str]) -> Vec<StrataNode> {
     let mut nodes = Vec::new();
     for i in 0..count {
         let ttl = TTL_MS.to_string();
         let flags = ["--node-id", &format!("n{i}"), "--lease-ttl-ms", &ttl];
-        nodes.push(NodeBuilder::new(database_url).args(flags).start().await);
+        let node = NodeBuilder::new(database_url)
+            .args(flags)
+            .args(extra.iter().copied());
+        nodes.push(node.start().await);
     }
     nodes
 }
@@ -152,18 +160,24 @@ impl PrivatePostgres {
     /// A fast shutdown and a start on the same folder and port.
     pub async fn restart(&mut self) {
         let url = self.url();
+        self.stop().await;
+        self.start_again().await;
+        assert_eq!(self.url(), url, "PostgreSQL came back on another port");
+    }
+
+    /// A fast shutdown; [`PrivatePostgres::start_again`] brings it back.
+    pub async fn stop(&mut self) {
         let pg = self.pg.take().expect("running");
         tokio::task::spawn_blocking(move || pg.stop())
             .await
             .expect("stopping PostgreSQL")
             .expect("PostgreSQL stops");
-        let pg = Self::launch(self.dir.clone()).await;
-        assert_eq!(
-            pg.url("postgres"),
-            url,
-            "PostgreSQL came back on another port"
-        );
-        self.pg = Some(pg);
+    }
+
+    /// Starts it again on the same folder (and port) after a stop.
+    pub async fn start_again(&mut self) {
+        assert!(self.pg.is_none(), "PostgreSQL is running");
+        self.pg = Some(Self::launch(self.dir.clone()).await);
     }
 }
 
