@@ -139,9 +139,9 @@ impl Principal {
 /// itself and the reserved `$` streams (`$audit`) are covered only by an
 /// `admin` grant over every stream. A prefix covers a category when every
 /// stream of the category starts with it: `acc` and `account-` both cover
-/// `account` (API.md: a grant `account-` covers `category=account`; the
-/// stream named `account` itself, if there is one, is left out of such a
-/// read, see `http::all`).
+/// `account` (API.md: a grant `account-` covers `category=account`; a
+/// stream named exactly `account`, if there is one, is in that category
+/// too and is not yet left out of such a read — a known corner).
 fn covers(grant: &Grant, scope: Scope, target: Target<'_>) -> bool {
     let admin = grant.scope == Scope::Admin;
     if grant.scope != scope && !admin {

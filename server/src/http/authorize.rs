@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::RequestExt;
 use axum::body::Body;
 use axum::extract::{MatchedPath, RawPathParams, Request, State};
 use axum::http::{Method, header};
@@ -202,13 +203,24 @@ fn may_subscribe(
 /// handler as an extension.
 pub(super) async fn authorize(
     State(state): State<AppState>,
-    params: RawPathParams,
     mut request: Request,
     next: Next,
 ) -> Response {
     let Some(route) = request.extensions().get::<MatchedPath>().cloned() else {
         // Unrouted: the fallback answers 404 and reaches no handler.
         return next.run(request).await;
+    };
+    // A parameter that is no text (`%FF`) names nothing a grant could
+    // cover: the contract's 400, as the handler's extractor would answer.
+    let params = match request.extract_parts::<RawPathParams>().await {
+        Ok(params) => params,
+        Err(rejection) => {
+            return ApiError::invalid(
+                "path",
+                format!("bad path parameter: {}", rejection.body_text()),
+            )
+            .into_response();
+        }
     };
     let param = |name: &str| {
         params
