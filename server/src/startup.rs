@@ -105,6 +105,11 @@ impl Application {
         leases: Leases,
         membership: Membership,
     ) -> Self {
+        // The recorder first: a metric set before it is installed is lost
+        // (the LISTEN probe, answered within a millisecond, set its gauge
+        // into the void now and then, and `strata_live_listen_verified`
+        // stayed absent — the flaky start-up test).
+        let metrics = metrics_handle();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let notifications =
             Notifications::start(pool.clone(), config.node_id.clone(), shutdown_rx.clone());
@@ -131,7 +136,7 @@ impl Application {
                 config.limits.max_inflight_body_bytes / 1024 + 1,
             )),
             timeouts: config.timeouts,
-            metrics: metrics_handle(),
+            metrics,
             live,
             sse_keepalive: config.sse_keepalive,
             subscriptions,
