@@ -217,7 +217,7 @@ impl Application {
             notifications.cluster_wake(),
             state.shutdown.clone(),
         ));
-        tokio::spawn(trim_allocator(state.shutdown.clone()));
+        tokio::spawn(housekeep(metrics_handle(), state.shutdown.clone()));
         let app = http::router(state, &config.cors_origins);
         // On the signal: end every open stream and background task, then let
         // axum finish the requests in flight.
@@ -292,25 +292,39 @@ pub fn tune_allocator() {
     }
 }
 
-/// How often the allocator is asked to give back whole free pages.
-const TRIM_EVERY: Duration = Duration::from_secs(10);
+/// How often the node tidies its own memory (see [`housekeep`]).
+const HOUSEKEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Every [`TRIM_EVERY`], has glibc return the whole free pages inside its
-/// heaps (`malloc_trim`). Bursts (requests queued behind a paused node,
-/// reconnect storms) leave freed chunks scattered among live ones; glibc
-/// keeps such pages, so without this the node's memory crept up by about
-/// 2 % per fault round of the soak while the bytes in use stayed flat.
-async fn trim_allocator(mut shutdown: watch::Receiver<bool>) {
-    let mut every = tokio::time::interval(TRIM_EVERY);
+/// Every [`HOUSEKEEP_EVERY`]:
+///
+/// - folds the request timings recorded since the last time into the
+///   Prometheus summaries. The recorder keeps each histogram sample until
+///   upkeep or a scrape drains it: a node nobody scrapes kept every
+///   request's two samples for ever (16 bytes a request, ~1 GiB after 60
+///   million requests).
+/// - has glibc return the whole free pages inside its heaps
+///   (`malloc_trim`). Bursts (requests queued behind a paused node,
+///   reconnect storms) leave freed chunks scattered among live ones; glibc
+///   keeps such pages, so without this the node's memory crept up by about
+///   2 % per fault round of the soak while the bytes in use stayed flat.
+async fn housekeep(metrics: PrometheusHandle, mut shutdown: watch::Receiver<bool>) {
+    let mut every = tokio::time::interval(HOUSEKEEP_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = every.tick() => {}
             _ = shutdown.changed() => return,
         }
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free memory to the system.
-        let _ = tokio::task::spawn_blocking(|| unsafe { libc::malloc_trim(0) }).await;
+        let metrics = metrics.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            metrics.run_upkeep();
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only returns free memory to the system.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        })
+        .await;
     }
 }
 
