@@ -3,6 +3,8 @@
 
 /// Append semantics: expected versions, atomic batches, idempotency.
 mod append;
+/// The audit trail: one `$audit` event per admin action, admin-only, never in `$all`.
+mod audit;
 /// Authentication and authorization: the route matrix, grants, keys.
 mod auth;
 /// Malformed input of every kind: always a JSON 4xx, never a 5xx or a dropped connection.
