@@ -101,7 +101,9 @@ impl Application {
         // One process per node id: refuse to start as a node that runs.
         let leases = Leases::new(pool.clone(), config.node_id.clone(), config.lease_ttl);
         let membership = cluster::join(&leases, &advertised_url(&config, &listener)?).await?;
-        Ok(Self::from_parts(config, pool, jwt, listener, leases, membership))
+        Ok(Self::from_parts(
+            config, pool, jwt, listener, leases, membership,
+        ))
     }
 
     fn from_parts(

@@ -98,14 +98,10 @@ pub struct JwksError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
     /// Not three base64url parts, or a header that is no JSON object.
-    #[error(
-        "the bearer token is neither an API key (strata_…) nor a well-formed JWT: {0}"
-    )]
+    #[error("the bearer token is neither an API key (strata_…) nor a well-formed JWT: {0}")]
     Malformed(String),
     /// An algorithm Strata does not take (`HS256`, `none`, …).
-    #[error(
-        "the token is signed with {0:?}; Strata accepts RS256, ES256 and EdDSA tokens only"
-    )]
+    #[error("the token is signed with {0:?}; Strata accepts RS256, ES256 and EdDSA tokens only")]
     Algorithm(String),
     /// No key of the token's `kid`, even after fetching the set again.
     #[error(
@@ -142,9 +138,7 @@ pub enum TokenError {
     #[error("the token is not valid yet: not before {0} (its nbf)")]
     NotYetValid(String),
     /// Another `iss`.
-    #[error(
-        "wrong issuer: the token's iss is {0}, which this node does not trust (--jwt-issuer)"
-    )]
+    #[error("wrong issuer: the token's iss is {0}, which this node does not trust (--jwt-issuer)")]
     WrongIssuer(String),
     /// An `aud` without this node's audience.
     #[error(
@@ -443,7 +437,10 @@ fn explain(error: &jsonwebtoken::errors::Error, token: &str) -> TokenError {
         claim(name)
             .as_i64()
             .and_then(|at| DateTime::<Utc>::from_timestamp(at, 0))
-            .map_or_else(|| "at its time".to_owned(), |at| format!("at {}", at.to_rfc3339()))
+            .map_or_else(
+                || "at its time".to_owned(),
+                |at| format!("at {}", at.to_rfc3339()),
+            )
     };
     match error.kind() {
         ErrorKind::ExpiredSignature => TokenError::Expired(time("exp")),
@@ -455,7 +452,9 @@ fn explain(error: &jsonwebtoken::errors::Error, token: &str) -> TokenError {
         ErrorKind::InvalidSignature => TokenError::BadSignature,
         ErrorKind::MissingRequiredClaim(name) => TokenError::MissingClaim(name.clone()),
         ErrorKind::InvalidClaimFormat(name) => TokenError::BadClaim(name.clone()),
-        ErrorKind::InvalidAlgorithm => TokenError::Algorithm("an algorithm its key does not fit".into()),
+        ErrorKind::InvalidAlgorithm => {
+            TokenError::Algorithm("an algorithm its key does not fit".into())
+        }
         _ => TokenError::Malformed(error.to_string()),
     }
 }
@@ -511,18 +510,30 @@ mod tests {
     use super::*;
 
     fn token(header: Value, claims: Value) -> String {
-        let part = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let part =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
         format!("{}.{}.c2ln", part(&header), part(&claims))
     }
 
     #[test]
     fn the_header_gives_the_algorithm_and_key_id() {
         let t = token(json!({"alg": "ES256", "kid": "k1"}), json!({}));
-        assert_eq!(peek_header(&t).unwrap(), ("ES256".into(), Some("k1".into())));
+        assert_eq!(
+            peek_header(&t).unwrap(),
+            ("ES256".into(), Some("k1".into()))
+        );
         let t = token(json!({"alg": "none"}), json!({}));
         assert_eq!(peek_header(&t).unwrap(), ("none".into(), None));
-        for bad in ["abc", "a.b", "!!.b.c", &token(json!({"kid": "k"}), json!({}))] {
-            assert!(matches!(peek_header(bad), Err(TokenError::Malformed(_))), "{bad}");
+        for bad in [
+            "abc",
+            "a.b",
+            "!!.b.c",
+            &token(json!({"kid": "k"}), json!({})),
+        ] {
+            assert!(
+                matches!(peek_header(bad), Err(TokenError::Malformed(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -530,12 +541,17 @@ mod tests {
     fn the_principal_is_the_subject_with_the_claimed_grants() {
         let claims = json!({"sub": "alice", "exp": 2_000_000_000,
             "g": [{"scope": "read", "streams": "account-"}, {"scope": "write"}]});
-        let Value::Object(claims) = claims else { unreachable!() };
+        let Value::Object(claims) = claims else {
+            unreachable!()
+        };
         let p = principal(claims.clone(), "g").unwrap();
         assert_eq!(p.name, "alice");
         assert_eq!(
             p.grants,
-            [Grant::new(Scope::Read, "account-"), Grant::new(Scope::Write, "")]
+            [
+                Grant::new(Scope::Read, "account-"),
+                Grant::new(Scope::Write, "")
+            ]
         );
         assert_eq!(p.expires_at.unwrap().timestamp(), 2_000_000_000);
         let none = principal(claims, "strata_grants").unwrap();
@@ -547,11 +563,17 @@ mod tests {
         for (value, says) in [
             (json!("read"), "invalid type"),
             (json!([{"scope": "reed"}]), "unknown variant"),
-            (json!([{"scope": "read", "streams": "a b"}]), "grant 0's streams"),
+            (
+                json!([{"scope": "read", "streams": "a b"}]),
+                "grant 0's streams",
+            ),
         ] {
             let err = grants(value, "strata_grants").unwrap_err();
             let text = err.to_string();
-            assert!(text.contains("`strata_grants` claim is malformed"), "{text}");
+            assert!(
+                text.contains("`strata_grants` claim is malformed"),
+                "{text}"
+            );
             assert!(text.contains(says), "{text}");
         }
     }
