@@ -22,7 +22,7 @@ fn fixture(name: &str) -> String {
 }
 
 /// A JWKS of the public halves of the fixture keys `names`.
-fn jwks(names: &[&str]) -> String {
+pub fn jwks(names: &[&str]) -> String {
     let keys: Vec<Value> = names
         .iter()
         .map(|name| serde_json::from_str(&fixture(&format!("{name}.jwk.json"))).unwrap())
@@ -30,17 +30,19 @@ fn jwks(names: &[&str]) -> String {
     json!({ "keys": keys }).to_string()
 }
 
-/// `jwks(names)` in a file of its own (removed when the guard goes).
-struct JwksFile(std::path::PathBuf);
+/// A key set in a file of its own (removed when the guard goes).
+pub struct JwksFile(std::path::PathBuf);
 
 impl JwksFile {
-    fn new(contents: &str) -> JwksFile {
+    /// A new file holding `contents`.
+    pub fn new(contents: &str) -> JwksFile {
         let path = std::env::temp_dir().join(format!("strata-jwks-{}.json", uuid::Uuid::new_v4()));
         std::fs::write(&path, contents).unwrap();
         JwksFile(path)
     }
 
-    fn path(&self) -> &str {
+    /// Where it is.
+    pub fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
 }
@@ -94,10 +96,34 @@ fn token(key: &str, claims: &Value) -> String {
     sign(key, Some(key), claims)
 }
 
+/// A token of subject `sub` signed with the fixture key `ed-1`, holding
+/// `grants` in the matrix's spelling (`read`, `write:other-`).
+pub fn token_granting(sub: &str, grants: &[&str]) -> String {
+    let grants: Vec<Value> = grants
+        .iter()
+        .map(|grant| {
+            let (scope, streams) = grant.split_once(':').unwrap_or((grant, ""));
+            json!({"scope": scope, "streams": streams})
+        })
+        .collect();
+    let mut claims = claims(json!(grants));
+    claims["sub"] = json!(sub);
+    if grants.is_empty() {
+        claims.as_object_mut().unwrap().remove("strata_grants");
+    }
+    token("ed-1", &claims)
+}
+
 /// A node requiring keys or JWTs from `jwks` (a file or URL).
 async fn jwt_node(jwks: &str) -> (TestDatabase, StrataNode) {
     let db = TestDatabase::create().await;
-    let node = NodeBuilder::new(db.url())
+    let node = jwt_node_on(&db, jwks).await;
+    (db, node)
+}
+
+/// A node on `db` requiring keys or JWTs from `jwks` (a file or URL).
+pub async fn jwt_node_on(db: &TestDatabase, jwks: &str) -> StrataNode {
+    NodeBuilder::new(db.url())
         .args([
             "--auth",
             "keys",
@@ -109,8 +135,7 @@ async fn jwt_node(jwks: &str) -> (TestDatabase, StrataNode) {
             AUDIENCE,
         ])
         .start()
-        .await;
-    (db, node)
+        .await
 }
 
 /// The status and the body of `GET path` with `token`.

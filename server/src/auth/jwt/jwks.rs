@@ -303,7 +303,9 @@ mod tests {
 
     #[test]
     fn a_set_without_usable_keys_or_not_a_set_is_refused() {
-        let err = set(r#"{"kty": "oct", "k": "c2VjcmV0"}"#).err().expect("refused");
+        let err = set(r#"{"kty": "oct", "k": "c2VjcmV0"}"#)
+            .err()
+            .expect("refused");
         assert!(err.contains("no key Strata can use"), "{err}");
         let err = parse(b"[1, 2]").err().expect("refused");
         assert!(err.contains("not a JWKS"), "{err}");
