@@ -3,7 +3,7 @@
 //!
 //! A token is checked by [`jsonwebtoken`] (signature and the registered
 //! claims; no crypto is written here) against the keys of a JSON Web Key Set
-//! (`--jwt-jwks`, [`jwks`]):
+//! (`--jwt-jwks`, `jwks.rs`):
 //!
 //! - **Algorithms**: RS256, ES256 and EdDSA (Ed25519) only. `HS*` would make
 //!   the verifier hold a secret that also signs, `none` signs nothing; both
