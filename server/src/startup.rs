@@ -13,6 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 
 use crate::auth::Authenticator;
+use crate::auth::jwt::JwtVerifier;
 use crate::auth::keys::KeyStore;
 use crate::cluster;
 use crate::config::{AuthMode, NodeConfig};
@@ -73,6 +74,11 @@ impl Application {
     /// be bound, or another running process has this node's id
     /// ([`cluster::join`]); each message says what to check.
     pub async fn build(config: NodeConfig, database_url: &str) -> anyhow::Result<Self> {
+        // The JWT keys first: a node that cannot check tokens does not start.
+        let jwt = match &config.security.jwt {
+            Some(settings) => Some(JwtVerifier::start(settings.clone()).await?),
+            None => None,
+        };
         let pool = store::connect_lazy(database_url, config.pool_size).with_context(|| {
             format!(
                 "--database-url {} is not a valid PostgreSQL URL",
@@ -95,12 +101,15 @@ impl Application {
         // One process per node id: refuse to start as a node that runs.
         let leases = Leases::new(pool.clone(), config.node_id.clone(), config.lease_ttl);
         let membership = cluster::join(&leases, &advertised_url(&config, &listener)?).await?;
-        Ok(Self::from_parts(config, pool, listener, leases, membership))
+        Ok(Self::from_parts(
+            config, pool, jwt, listener, leases, membership,
+        ))
     }
 
     fn from_parts(
         config: NodeConfig,
         pool: PgPool,
+        jwt: Option<JwtVerifier>,
         listener: TcpListener,
         leases: Leases,
         membership: Membership,
@@ -145,7 +154,10 @@ impl Application {
             database: DatabaseHealth::start(&pool, shutdown_rx.clone()),
             follower_calls: config.follower_calls,
             forwarder: http::subscriptions::proxy::client(),
-            gate: http::authorize::Gate::new(authenticator(&config, &pool), config.security.quotas),
+            gate: http::authorize::Gate::new(
+                authenticator(&config, &pool, jwt),
+                config.security.quotas,
+            ),
             shutdown: shutdown_rx,
         };
         tokio::spawn(forget_revoked(
@@ -243,12 +255,18 @@ impl Application {
     }
 }
 
-/// How the node checks credentials (`--auth`).
-fn authenticator(config: &NodeConfig, pool: &PgPool) -> Authenticator {
+/// How the node checks credentials (`--auth`, and JWTs with `--jwt-jwks`).
+fn authenticator(config: &NodeConfig, pool: &PgPool, jwt: Option<JwtVerifier>) -> Authenticator {
     let keys = KeyStore::new(pool.clone());
-    match config.security.auth {
-        AuthMode::None => Authenticator::open(keys),
-        AuthMode::Keys => Authenticator::keys(keys, config.security.public_metrics),
+    match (config.security.auth, jwt) {
+        (AuthMode::None, _) => Authenticator::open(keys),
+        (AuthMode::Keys, jwt) => {
+            let auth = Authenticator::keys(keys, config.security.public_metrics);
+            match jwt {
+                Some(jwt) => auth.with_jwt(jwt),
+                None => auth,
+            }
+        }
     }
 }
 

@@ -1,5 +1,6 @@
-//! Who is asking and what they may do: API keys ([`keys`]) and the
-//! principal a request carries once its credentials are checked.
+//! Who is asking and what they may do: API keys ([`keys`]), JWTs
+//! ([`jwt`]) and the principal a request carries once its credentials are
+//! checked.
 //!
 //! `auth` imports nothing else of the server; `http` (the one
 //! authorization decision) and the command line use it.
@@ -9,8 +10,10 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, Utc};
 use strata_core::auth::{Grant, Scope};
 
+pub mod jwt;
 pub mod keys;
 
+use jwt::{JwtVerifier, TokenError};
 use keys::KeyStore;
 
 /// The holder of checked credentials: a key or a token's subject, with its
@@ -30,6 +33,8 @@ pub struct Principal {
 #[derive(Clone)]
 pub struct Authenticator {
     keys: KeyStore,
+    /// `Some`: bearer tokens that are not API keys are JWTs (`--jwt-jwks`).
+    jwt: Option<JwtVerifier>,
     /// `false`: `--auth none`, everyone is [`Principal::anonymous`].
     required: bool,
     public_metrics: bool,
@@ -41,6 +46,7 @@ impl Authenticator {
     pub fn open(keys: KeyStore) -> Authenticator {
         Authenticator {
             keys,
+            jwt: None,
             required: false,
             public_metrics: true,
         }
@@ -51,9 +57,17 @@ impl Authenticator {
     pub fn keys(keys: KeyStore, public_metrics: bool) -> Authenticator {
         Authenticator {
             keys,
+            jwt: None,
             required: true,
             public_metrics,
         }
+    }
+
+    /// Also takes JWTs checked by `jwt`: a bearer token that does not start
+    /// with `strata_` is one.
+    pub fn with_jwt(mut self, jwt: JwtVerifier) -> Authenticator {
+        self.jwt = Some(jwt);
+        self
     }
 
     /// The node's keys.
@@ -67,22 +81,43 @@ impl Authenticator {
     }
 
     /// Who `token` (a bearer token, if the request had one) belongs to;
-    /// `None` when it is missing, unknown, revoked or expired.
+    /// `None` when it is missing, or an API key that is unknown, revoked or
+    /// expired. A token without the `strata_` prefix is a JWT when JWTs are
+    /// taken, else unknown.
     ///
     /// # Errors
     ///
-    /// The database failed while a key was looked up.
+    /// [`AuthError::Token`]: a JWT was refused (the error says why);
+    /// [`AuthError::Database`]: the database failed while a key was looked
+    /// up.
     pub async fn authenticate(
         &self,
         token: Option<&str>,
-    ) -> Result<Option<Arc<Principal>>, sqlx::Error> {
+    ) -> Result<Option<Arc<Principal>>, AuthError> {
         static ANONYMOUS: LazyLock<Arc<Principal>> =
             LazyLock::new(|| Arc::new(Principal::anonymous()));
-        match token {
+        match (token, &self.jwt) {
             _ if !self.required => Ok(Some(Arc::clone(&ANONYMOUS))),
-            None => Ok(None),
-            Some(token) => self.keys.authenticate(token).await,
+            (None, _) => Ok(None),
+            (Some(token), Some(jwt)) if !token.starts_with(keys::TOKEN_PREFIX) => {
+                Ok(Some(Arc::new(jwt.verify(token).await?)))
+            }
+            (Some(token), _) => Ok(self.keys.authenticate(token).await?),
         }
+    }
+
+    /// What to add to a `403` for `principal`: a JWT whose token had no
+    /// grants claim holds no grants at all, and its holder should hear why.
+    pub fn forbidden_hint(&self, principal: &Principal) -> Option<String> {
+        let jwt = self.jwt.as_ref()?;
+        principal.grants.is_empty().then(|| {
+            format!(
+                "it holds no grants at all: its token has no (or an empty) `{}` claim; have \
+                 the token's issuer add one, a list like [{{\"scope\": \"read\", \"streams\": \
+                 \"account-\"}}]",
+                jwt.grants_claim()
+            )
+        })
     }
 
     /// Drops what this node remembers of the key `name` (it was revoked on
@@ -90,6 +125,17 @@ impl Authenticator {
     pub fn forget(&self, name: &str) {
         self.keys.forget(name);
     }
+}
+
+/// Why credentials could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A JWT was refused: a `401` whose message says why.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The database failed while an API key was looked up.
+    #[error("the database failed while an API key was looked up")]
+    Database(#[from] sqlx::Error),
 }
 
 /// What a request acts on, for the grant check.

@@ -17,6 +17,8 @@ mod delete;
 mod dev;
 /// Fault injection under load, checked against a recorded history.
 mod faults;
+/// JWT bearer tokens: key sets from files and URLs, rotation, every refusal.
+mod jwt;
 /// API keys: the `strata keys` command, authentication and its cache, revocation.
 mod keys;
 /// Connection limits: stalled uploads, slow headers, idle connections.
