@@ -71,6 +71,13 @@ pub async fn status(api: &Api, name: &str) -> Value {
     r.body
 }
 
+/// The head of `$all`, as subscription `name`'s status gives it. Admin
+/// actions take positions too (their `$audit` entries, one per `PUT` of a
+/// subscription, say), so a test's own events start after it.
+pub async fn head(api: &Api, name: &str) -> u64 {
+    status(api, name).await["head"].as_u64().unwrap()
+}
+
 #[tokio::test]
 async fn deliveries_are_acked_and_the_checkpoint_follows() {
     let (_db, node) = setup().await;
@@ -99,15 +106,20 @@ async fn deliveries_are_acked_and_the_checkpoint_follows() {
         ack(&api, "balances", &[1, 2, 3]).await,
         StatusCode::NO_CONTENT
     );
+    // 4 and 5 are other-1's, 6 the subscription's audit entry.
+    let o = head(&api, "balances").await;
     api.append("acc-2", json!("any"), events("Deposited", 1))
         .await;
     let (position, _) = delivery(&mut sse, T).await.unwrap();
-    assert_eq!(position, 6);
-    assert_eq!(ack(&api, "balances", &[6]).await, StatusCode::NO_CONTENT);
+    assert_eq!(position, o + 1);
+    assert_eq!(
+        ack(&api, "balances", &[o + 1]).await,
+        StatusCode::NO_CONTENT
+    );
 
     let s = status(&api, "balances").await;
-    assert_eq!(s["checkpoint"], 6);
-    assert_eq!(s["head"], 6);
+    assert_eq!(s["checkpoint"], o + 1);
+    assert_eq!(s["head"], o + 1);
     assert_eq!(s["lag"], 0);
     assert_eq!(s["leader"], api.get("/cluster").await.body["node"]);
     assert!(s["epoch"].as_u64().unwrap() >= 1);
@@ -281,12 +293,13 @@ async fn unacked_events_are_retried_then_parked_then_replayed() {
     let (_db, node) = setup().await;
     let api = node.api();
     create(&api, "flaky", json!({"source": {"all": true}, "partition_by": "none", "ack_timeout_ms": 300, "max_retries": 1})).await;
+    let o = head(&api, "flaky").await;
     api.append("f-1", json!("any"), events("E", 1)).await;
     let mut sse = consumer(api.base(), "flaky").await;
     // Never acked: delivered, then once more after the timeout, then parked.
     let (p1, e1) = delivery(&mut sse, T).await.unwrap();
     let (p2, e2) = delivery(&mut sse, T).await.unwrap();
-    assert_eq!((p1, p2), (1, 1));
+    assert_eq!((p1, p2), (o + 1, o + 1));
     assert_eq!(
         (e1["attempt"].clone(), e2["attempt"].clone()),
         (json!(1), json!(2))
@@ -296,13 +309,13 @@ async fn unacked_events_are_retried_then_parked_then_replayed() {
     })
     .await;
     let parked = api.get("/subscriptions/flaky/parked").await;
-    assert_eq!(parked.body["parked"][0]["position"], 1);
+    assert_eq!(parked.body["parked"][0]["position"], o + 1);
     assert_eq!(parked.body["parked"][0]["attempts"], 2);
     assert_eq!(parked.body["parked"][0]["reason"], "max_retries");
     assert_eq!(parked.body["parked"][0]["event"]["stream"], "f-1");
     // Parking settles it: the checkpoint moves past it.
     wait_until(T, "the checkpoint to pass the parked event", || async {
-        status(&api, "flaky").await["checkpoint"] == 1
+        status(&api, "flaky").await["checkpoint"] == o + 1
     })
     .await;
 
@@ -315,8 +328,8 @@ async fn unacked_events_are_retried_then_parked_then_replayed() {
         (StatusCode::OK, json!(1))
     );
     let (p, _) = delivery(&mut sse, T).await.unwrap();
-    assert_eq!(p, 1);
-    assert_eq!(ack(&api, "flaky", &[1]).await, StatusCode::NO_CONTENT);
+    assert_eq!(p, o + 1);
+    assert_eq!(ack(&api, "flaky", &[o + 1]).await, StatusCode::NO_CONTENT);
     assert_eq!(status(&api, "flaky").await["parked"], 0);
 
     // Nack: park at once, or skip.
@@ -340,7 +353,7 @@ async fn unacked_events_are_retried_then_parked_then_replayed() {
     let s = status(&api, "flaky").await;
     assert_eq!(
         (s["parked"].clone(), s["checkpoint"].clone()),
-        (json!(1), json!(3))
+        (json!(1), json!(b))
     );
     let parked = api.get("/subscriptions/flaky/parked").await;
     assert_eq!(parked.body["parked"][0]["reason"], "nack");
@@ -368,28 +381,29 @@ async fn reset_delivers_again_from_where_asked() {
         json!({"source": {"all": true}, "partition_by": "none"}),
     )
     .await;
+    let o = head(&api, "again").await;
     api.append("r-1", json!("any"), events("E", 3)).await;
     let mut sse = consumer(api.base(), "again").await;
     for _ in 0..3 {
         let (p, _) = delivery(&mut sse, T).await.unwrap();
         ack(&api, "again", &[p]).await;
     }
-    assert_eq!(status(&api, "again").await["checkpoint"], 3);
+    assert_eq!(status(&api, "again").await["checkpoint"], o + 3);
     let r = api
-        .post("/subscriptions/again/reset", &json!({"to": 2}))
+        .post("/subscriptions/again/reset", &json!({"to": o + 2}))
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(status(&api, "again").await["checkpoint"], 1);
+    assert_eq!(status(&api, "again").await["checkpoint"], o + 1);
     let mut seen = Vec::new();
     for _ in 0..2 {
         seen.push(delivery(&mut sse, T).await.unwrap().0);
     }
-    assert_eq!(seen, vec![2, 3]);
+    assert_eq!(seen, vec![o + 2, o + 3]);
     let r = api
         .post("/subscriptions/again/reset", &json!({"to": "start"}))
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
-    assert_eq!(delivery(&mut sse, T).await.unwrap().0, 1);
+    assert_eq!(delivery(&mut sse, T).await.unwrap().0, o + 1);
 }
 
 #[tokio::test]
@@ -402,6 +416,7 @@ async fn reset_beyond_the_head_is_refused_and_delivery_goes_on() {
         json!({"source": {"all": true}, "partition_by": "none"}),
     )
     .await;
+    let o = head(&api, "ahead").await;
     api.append("ra-1", json!("any"), events("E", 3)).await;
     // A consumer first: it waits for the subscription to have a leader.
     let mut sse = consumer(api.base(), "ahead").await;
@@ -409,7 +424,12 @@ async fn reset_beyond_the_head_is_refused_and_delivery_goes_on() {
         let (p, _) = delivery(&mut sse, T).await.unwrap();
         ack(&api, "ahead", &[p]).await;
     }
-    for to in [json!(99_999_999), json!(5), json!(u64::MAX), json!("end")] {
+    for to in [
+        json!(99_999_999),
+        json!(o + 5),
+        json!(u64::MAX),
+        json!("end"),
+    ] {
         let r = api
             .post("/subscriptions/ahead/reset", &json!({"to": to}))
             .await;
@@ -430,13 +450,14 @@ async fn reset_beyond_the_head_is_refused_and_delivery_goes_on() {
     }
     // The head + 1 ("from the next event on") is still a valid reset.
     let r = api
-        .post("/subscriptions/ahead/reset", &json!({"to": 4}))
+        .post("/subscriptions/ahead/reset", &json!({"to": o + 4}))
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.body);
-    assert_eq!(status(&api, "ahead").await["checkpoint"], 3);
-    // Nothing was hidden: the next event is delivered.
+    assert_eq!(status(&api, "ahead").await["checkpoint"], o + 3);
+    // Nothing was hidden: the next event is delivered (after the reset's
+    // own audit entry, at o + 4).
     api.append("ra-1", json!("any"), events("E", 1)).await;
-    assert_eq!(delivery(&mut sse, T).await.unwrap().0, 4);
+    assert_eq!(delivery(&mut sse, T).await.unwrap().0, o + 5);
 }
 
 #[tokio::test]
@@ -466,7 +487,8 @@ async fn a_consumer_that_never_acks_loses_its_events_to_one_that_does() {
     assert_eq!(acked, taken);
     assert!(started.elapsed() >= Duration::from_millis(300));
     wait_until(T, "everything to settle", || async {
-        status(&api, "shared").await["checkpoint"] == 4
+        let s = status(&api, "shared").await;
+        s["checkpoint"] == s["head"]
     })
     .await;
 }
@@ -508,26 +530,27 @@ async fn acks_and_nacks_of_positions_nobody_received_settle_nothing() {
         json!({"source": {"all": true}, "partition_by": "none", "max_in_flight": 2}),
     )
     .await;
+    let o = head(&api, "careful").await;
     api.append("u-1", json!("any"), events("E", 10)).await;
     let mut sse = consumer(api.base(), "careful").await;
     let held = [
         delivery(&mut sse, T).await.unwrap().0,
         delivery(&mut sse, T).await.unwrap().0,
     ];
-    assert_eq!(held, [1, 2]);
+    assert_eq!(held, [o + 1, o + 2]);
 
     // Positions read but not delivered to anyone (3..10 wait behind
     // max_in_flight), and one above the head: answered, and ignored.
     assert_eq!(
-        ack(&api, "careful", &[5, 6, 7]).await,
+        ack(&api, "careful", &[o + 5, o + 6, o + 7]).await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        nack(&api, "careful", &[9], "park").await,
+        nack(&api, "careful", &[o + 9], "park").await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(
-        nack(&api, "careful", &[8], "skip").await,
+        nack(&api, "careful", &[o + 8], "skip").await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(ack(&api, "careful", &[1000]).await, StatusCode::NO_CONTENT);
@@ -540,12 +563,12 @@ async fn acks_and_nacks_of_positions_nobody_received_settle_nothing() {
 
     // Every event is still delivered, once each.
     assert_eq!(ack(&api, "careful", &held).await, StatusCode::NO_CONTENT);
-    let wanted: HashSet<u64> = (3..=10).collect();
+    let wanted: HashSet<u64> = (o + 3..=o + 10).collect();
     let got = drain(&api, "careful", &mut sse, &wanted).await;
     assert_eq!(got.len(), 8, "each of 3..=10 once: {got:?}");
     assert_eq!(got.iter().copied().collect::<HashSet<u64>>(), wanted);
-    wait_until(T, "the checkpoint to reach 10", || async {
-        status(&api, "careful").await["checkpoint"] == 10
+    wait_until(T, "the checkpoint to reach the last event", || async {
+        status(&api, "careful").await["checkpoint"] == o + 10
     })
     .await;
 }
@@ -560,6 +583,7 @@ async fn acks_sent_for_deliveries_before_a_reset_do_not_settle_what_it_requeues(
         json!({"source": {"all": true}, "partition_by": "none", "max_in_flight": 2}),
     )
     .await;
+    let o = head(&api, "redo").await;
     api.append("rr-1", json!("any"), events("E", 6)).await;
     let mut sse = consumer(api.base(), "redo").await;
     let first = [
@@ -572,7 +596,7 @@ async fn acks_sent_for_deliveries_before_a_reset_do_not_settle_what_it_requeues(
         delivery(&mut sse, T).await.unwrap().0,
         delivery(&mut sse, T).await.unwrap().0,
     ];
-    assert_eq!(held, [3, 4]);
+    assert_eq!(held, [o + 3, o + 4]);
     let r = api
         .post("/subscriptions/redo/reset", &json!({"to": "start"}))
         .await;
@@ -581,12 +605,12 @@ async fn acks_sent_for_deliveries_before_a_reset_do_not_settle_what_it_requeues(
     // The new generation has begun (1 goes out again); only then does the
     // consumer's ack of what it received before the reset arrive.
     let (again, event) = delivery(&mut sse, T).await.unwrap();
-    assert_eq!((again, event["attempt"].clone()), (1, json!(1)));
+    assert_eq!((again, event["attempt"].clone()), (o + 1, json!(1)));
     assert_eq!(ack(&api, "redo", &held).await, StatusCode::NO_CONTENT);
     assert_eq!(ack(&api, "redo", &[again]).await, StatusCode::NO_CONTENT);
 
     // Every event is delivered again, 3 and 4 included.
-    let wanted: HashSet<u64> = (2..=6).collect();
+    let wanted: HashSet<u64> = (o + 2..=o + 6).collect();
     let got = drain(&api, "redo", &mut sse, &wanted).await;
     assert_eq!(
         got.iter().copied().collect::<HashSet<u64>>(),
@@ -674,6 +698,7 @@ async fn the_parked_list_pages_with_a_cursor() {
         json!({"source": {"all": true}, "partition_by": "none"}),
     )
     .await;
+    let o = head(&api, "dead").await;
     api.append("dl-1", json!("any"), events("E", 5)).await;
     let mut sse = consumer(api.base(), "dead").await;
     let mut positions = Vec::new();
@@ -706,13 +731,23 @@ async fn the_parked_list_pages_with_a_cursor() {
         }
         assert!(pages.len() < 10, "the cursor does not end: {pages:?}");
     }
-    assert_eq!(pages, vec![vec![1, 2], vec![3, 4], vec![5]]);
+    assert_eq!(
+        pages,
+        vec![vec![o + 1, o + 2], vec![o + 3, o + 4], vec![o + 5]]
+    );
 
     // A last page that is full says there is no more, too.
-    let r = api.get("/subscriptions/dead/parked?after=3&limit=2").await;
+    let r = api
+        .get(&format!(
+            "/subscriptions/dead/parked?after={}&limit=2",
+            o + 3
+        ))
+        .await;
     assert_eq!(r.body["parked"].as_array().unwrap().len(), 2);
     assert!(r.body["next"].is_null(), "{:?}", r.body);
-    let r = api.get("/subscriptions/dead/parked?after=5").await;
+    let r = api
+        .get(&format!("/subscriptions/dead/parked?after={}", o + 5))
+        .await;
     assert_eq!(
         (r.body["parked"].clone(), r.body["next"].clone()),
         (json!([]), Value::Null)
@@ -735,12 +770,13 @@ async fn a_failover_goes_on_counting_attempts() {
         json!({"source": {"all": true}, "partition_by": "none", "ack_timeout_ms": 600000, "max_retries": 1}),
     )
     .await;
+    let o = head(&api, "counted").await;
     api.append("fa-1", json!("any"), events("E", 1)).await;
     let leader = leader(&api, "counted").await;
     let (old, new) = if leader == "n0" { (0, 1) } else { (1, 0) };
     let mut sse = consumer(&nodes[old].url(), "counted").await;
     let (position, event) = delivery(&mut sse, T).await.unwrap();
-    assert_eq!((position, event["attempt"].clone()), (1, json!(1)));
+    assert_eq!((position, event["attempt"].clone()), (o + 1, json!(1)));
     // The leader wrote its progress with the event out.
     wait_until(T, "the delivery to be written", || async {
         status(&api, "counted").await["in_flight"] == 1
@@ -753,12 +789,12 @@ async fn a_failover_goes_on_counting_attempts() {
     let (position, event) = delivery(&mut sse, T).await.unwrap();
     assert_eq!(
         (position, event["attempt"].clone()),
-        (1, json!(2)),
+        (o + 1, json!(2)),
         "the new leader's delivery is the second attempt"
     );
     // max_retries 1: that was the last one.
     assert_eq!(
-        nack(&api, "counted", &[1], "retry").await,
+        nack(&api, "counted", &[o + 1], "retry").await,
         StatusCode::NO_CONTENT
     );
     assert_eq!(status(&api, "counted").await["parked"], 1);
