@@ -210,7 +210,11 @@ impl Application {
         if let Some(tls) = &config.tls {
             match signal(SignalKind::hangup()) {
                 Ok(hangups) => {
-                    tokio::spawn(reload_on_hangup(tls.clone(), hangups, state.shutdown.clone()));
+                    tokio::spawn(reload_on_hangup(
+                        tls.clone(),
+                        hangups,
+                        state.shutdown.clone(),
+                    ));
                 }
                 Err(error) => tracing::warn!(
                     %error,

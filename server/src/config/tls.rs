@@ -62,10 +62,12 @@ impl TlsArgs {
                     cert: cert.clone(),
                     key: key.clone(),
                 };
-                Tls::load(files).map(Some).map_err(|error| ConfigError::Invalid {
-                    flag: error.flag(),
-                    message: error.to_string(),
-                })
+                Tls::load(files)
+                    .map(Some)
+                    .map_err(|error| ConfigError::Invalid {
+                        flag: error.flag(),
+                        message: error.to_string(),
+                    })
             }
         }
     }
@@ -144,8 +146,7 @@ pub enum TlsError {
     },
 }
 
-const CERT_EXPECTED: &str =
-    "--tls-cert needs the node's certificate (and any intermediates) as -----BEGIN CERTIFICATE----- blocks";
+const CERT_EXPECTED: &str = "--tls-cert needs the node's certificate (and any intermediates) as -----BEGIN CERTIFICATE----- blocks";
 const KEY_EXPECTED: &str = "--tls-key needs an unencrypted private key as a -----BEGIN PRIVATE KEY----- \
      (or RSA / EC PRIVATE KEY) block";
 
@@ -231,7 +232,12 @@ fn read(path: &Path, flag: &'static str) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn pem_error(flag: &'static str, path: &Path, error: pem::Error, expected: &'static str) -> TlsError {
+fn pem_error(
+    flag: &'static str,
+    path: &Path,
+    error: pem::Error,
+    expected: &'static str,
+) -> TlsError {
     TlsError::Pem {
         flag,
         path: path.to_owned(),
@@ -252,7 +258,9 @@ pub struct Tls {
 
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tls").field("files", &self.files).finish_non_exhaustive()
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
 }
 
@@ -263,7 +271,9 @@ struct Current(RwLock<Arc<CertifiedKey>>);
 impl ResolvesServerCert for Current {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         // A poisoned lock still holds a whole pair (the writer only swaps an Arc).
-        Some(Arc::clone(&self.0.read().unwrap_or_else(|p| p.into_inner())))
+        Some(Arc::clone(
+            &self.0.read().unwrap_or_else(|p| p.into_inner()),
+        ))
     }
 }
 

@@ -189,7 +189,12 @@ async fn tls_connect(addr: SocketAddr, ca: &Ca) -> std::io::Result<TlsStream<Tcp
 /// The end-entity certificate a fresh handshake gets.
 async fn served_certificate(addr: SocketAddr, ca: &Ca) -> CertificateDer<'static> {
     let stream = tls_connect(addr, ca).await.expect("a TLS handshake");
-    stream.get_ref().1.peer_certificates().expect("a certificate")[0].clone()
+    stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate")[0]
+        .clone()
 }
 
 /// `GET path` on an open keep-alive connection; the answer's status line.
@@ -207,7 +212,11 @@ where
             .await
             .expect("an answer in time")
             .unwrap();
-        assert!(n > 0, "the connection closed: {:?}", String::from_utf8_lossy(&received));
+        assert!(
+            n > 0,
+            "the connection closed: {:?}",
+            String::from_utf8_lossy(&received)
+        );
         received.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&received).into_owned();
         if let Some(end) = text.find("\r\n\r\n") {
@@ -349,10 +358,7 @@ async fn a_client_that_does_not_trust_the_ca_fails_the_handshake() {
     let node = tls_node(&db, &pki, &[]).await;
 
     // The SDK with the system's roots only.
-    let stranger = Client::builder(https(&node))
-        .retries(0)
-        .build()
-        .unwrap();
+    let stranger = Client::builder(https(&node)).retries(0).build().unwrap();
     match stranger.is_ready().await {
         Err(error @ Error::Transport { .. }) => {
             let chain = format!("{:?}", anyhow::Error::from(error));
@@ -435,9 +441,11 @@ async fn sighup_gives_new_connections_the_new_certificate_and_keeps_open_ones() 
     std::fs::write(&pki.key, &renewed.key_pem).unwrap();
     node.signal(libc::SIGHUP);
     let (ca, expected) = (&pki.ca, &renewed.der);
-    wait_until(T, "new connections to get the renewed certificate", || async move {
-        served_certificate(addr, ca).await == *expected
-    })
+    wait_until(
+        T,
+        "new connections to get the renewed certificate",
+        || async move { served_certificate(addr, ca).await == *expected },
+    )
     .await;
     wait_until(T, "the reload to be logged", || async {
         node.logs().contains("reloaded the TLS certificate")
@@ -468,7 +476,11 @@ async fn sighup_gives_new_connections_the_new_certificate_and_keeps_open_ones() 
 
 /// `strata serve` with `args` after a database URL it never reaches.
 async fn refused_start(args: &[&str]) -> String {
-    let mut all = vec!["serve", "--database-url", "postgres://nobody@127.0.0.1:1/none"];
+    let mut all = vec![
+        "serve",
+        "--database-url",
+        "postgres://nobody@127.0.0.1:1/none",
+    ];
     all.extend_from_slice(args);
     let output = run_to_end(&all, T).await;
     assert!(!output.status.success(), "{args:?} started");
@@ -490,7 +502,11 @@ async fn bad_certificate_or_key_files_stop_the_node_naming_the_flag() {
     let stderr = refused_start(&["--tls-cert", &missing, "--tls-key", &key]).await;
     assert!(stderr.contains("--tls-cert"), "{stderr}");
 
-    let garbage = pki.folder.write("garbage.pem", "hello").display().to_string();
+    let garbage = pki
+        .folder
+        .write("garbage.pem", "hello")
+        .display()
+        .to_string();
     let stderr = refused_start(&["--tls-cert", &garbage, "--tls-key", &key]).await;
     assert!(stderr.contains("--tls-cert"), "{stderr}");
     assert!(stderr.contains("no certificate"), "{stderr}");
@@ -513,7 +529,11 @@ async fn bad_certificate_or_key_files_stop_the_node_naming_the_flag() {
     let stderr = refused_start(&["--tls-cert", &cert]).await;
     assert!(stderr.contains("--tls-cert: needs --tls-key"), "{stderr}");
     let output = tokio::process::Command::new(strata_tests::node_binary())
-        .args(["serve", "--database-url", "postgres://nobody@127.0.0.1:1/none"])
+        .args([
+            "serve",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ])
         .env("STRATA_TLS_KEY", &key)
         .output()
         .await
@@ -615,7 +635,10 @@ async fn the_node_reaches_postgresql_over_tls_with_verify_full() {
     .fetch_one(&mut admin)
     .await
     .unwrap();
-    assert!(encrypted > 0, "no TLS connection of the node's in pg_stat_ssl");
+    assert!(
+        encrypted > 0,
+        "no TLS connection of the node's in pg_stat_ssl"
+    );
 
     // verify-full checks: a root that did not sign the server's
     // certificate makes the node refuse to start.
@@ -632,4 +655,6 @@ async fn the_node_reaches_postgresql_over_tls_with_verify_full() {
     )
     .await;
     assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("certificate"), "{stderr}");
 }
