@@ -104,6 +104,7 @@ async fn migrated_pool(url: &str) -> anyhow::Result<PgPool> {
 fn dev(runtime: &tokio::runtime::Runtime, args: DevArgs) -> anyhow::Result<()> {
     let config = args.node.validate_with(AuthMode::None)?;
     let config_auth = config.security.auth;
+    let scheme = if config.serves_tls() { "https" } else { "http" };
     tracing::info!(dir = %args.data_dir.display(), "starting the private PostgreSQL");
     let pg = EmbeddedPostgres::start(EmbeddedOptions::durable(args.data_dir.clone()))?;
     let url = pg.url("strata");
@@ -117,7 +118,7 @@ fn dev(runtime: &tokio::runtime::Runtime, args: DevArgs) -> anyhow::Result<()> {
             AuthMode::Keys => "API keys required (--auth keys; create one with `strata keys create`)",
         };
         eprintln!(
-            "\nStrata dev server: http://{addr}\n  Access: {auth}\n  PostgreSQL: {url} (data in {})\n  Ctrl-C stops both.\n",
+            "\nStrata dev server: {scheme}://{addr}\n  Access: {auth}\n  PostgreSQL: {url} (data in {})\n  Ctrl-C stops both.\n",
             pg.dir().display()
         );
         // Without its PostgreSQL the node can only answer 503: stop too.

@@ -10,9 +10,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod security;
+pub mod tls;
 
 pub use self::keys::{CreateKeyArgs, KeysArgs, KeysCommand, RevokeKeyArgs};
 pub use security::{AuthMode, QuotaSettings, Security, SecurityArgs};
+pub use tls::{Tls, TlsArgs, TlsError, TlsFiles};
 
 /// Strata: an event store and CQRS server on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -107,7 +109,8 @@ pub struct NodeArgs {
     /// This node's id, one per running node (default: a fresh one): 1–100 characters of `A-Z` `a-z` `0-9` `_` `-` `.`
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<String>,
-    /// How other nodes and redirected clients reach this node (default: http:// + the listen address).
+    /// How other nodes and redirected clients reach this node (default: http:// + the listen
+    /// address, https:// with --tls-cert).
     #[arg(long, env = "STRATA_ADVERTISED_URL")]
     pub advertised_url: Option<String>,
     /// Lease time-to-live for leaders of subscriptions and projections, in milliseconds.
@@ -164,6 +167,9 @@ pub struct NodeArgs {
     /// Who may call, and what is open.
     #[command(flatten)]
     pub security: SecurityArgs,
+    /// HTTPS: the certificate and key.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 /// A flag or variable with a value Strata cannot use.
@@ -192,7 +198,8 @@ pub struct NodeConfig {
     pub listen: SocketAddr,
     /// This node's id.
     pub node_id: String,
-    /// How others reach this node; `None`: http:// + the bound address.
+    /// How others reach this node; `None`: http:// (https:// with TLS) +
+    /// the bound address.
     pub advertised_url: Option<String>,
     /// Lease time-to-live.
     pub lease_ttl: Duration,
@@ -217,6 +224,18 @@ pub struct NodeConfig {
     pub timeouts: Timeouts,
     /// Who may call, and what is open.
     pub security: Security,
+    /// The certificate and key when the node serves HTTPS (`--tls-cert`,
+    /// `--tls-key`); `None`: plain HTTP.
+    pub tls: Option<Tls>,
+}
+
+impl NodeConfig {
+    /// Whether the node serves HTTPS (and only HTTPS): a cookie it sets
+    /// should then carry `Secure`. Handlers read the same as
+    /// [`AppState::serves_tls`](crate::http::AppState::serves_tls).
+    pub fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 /// What a follower does with a call only the leader serves
@@ -419,8 +438,12 @@ impl NodeArgs {
             }
         }
         let security = self.security.validate(default_auth, listen)?;
+        // Last: it reads files, and a flag that is wrong anyway should be
+        // reported without waiting on them.
+        let tls = self.tls.validate()?;
         Ok(NodeConfig {
             security,
+            tls,
             cors_origins: self.cors_origins.clone(),
             sse_keepalive: Duration::from_millis(self.sse_keepalive_ms),
             live_poll: Duration::from_millis(self.live_poll_ms),
@@ -458,6 +481,7 @@ mod tests {
         assert_eq!(config.advertised_url, None);
         assert!(config.node_id.starts_with("node-"));
         assert_eq!(config.lease_ttl, Duration::from_secs(5));
+        assert!(!config.serves_tls());
     }
 
     #[test]
@@ -507,6 +531,12 @@ mod tests {
             (
                 &["--pool-size", "2", "--committers", "2"][..],
                 "--committers",
+            ),
+            (&["--tls-cert", "cert.pem"][..], "--tls-cert"),
+            (&["--tls-key", "key.pem"][..], "--tls-key"),
+            (
+                &["--tls-cert", "/nonexistent/c.pem", "--tls-key", "k.pem"][..],
+                "--tls-cert",
             ),
         ] {
             let err = parse(args).validate().unwrap_err();

@@ -10,13 +10,14 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sqlx::PgPool;
 use tokio::net::TcpListener;
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::{Semaphore, watch};
 
 use crate::auth::Authenticator;
 use crate::auth::jwt::JwtVerifier;
 use crate::auth::keys::KeyStore;
 use crate::cluster;
-use crate::config::{AuthMode, NodeConfig};
+use crate::config::{AuthMode, NodeConfig, Tls};
 use crate::health::DatabaseHealth;
 use crate::http::{self, AppState};
 use crate::live::{Live, LiveOptions};
@@ -158,6 +159,7 @@ impl Application {
                 authenticator(&config, &pool, jwt),
                 config.security.quotas,
             ),
+            serves_tls: config.serves_tls(),
             shutdown: shutdown_rx,
         };
         tokio::spawn(forget_revoked(
@@ -185,7 +187,8 @@ impl Application {
     }
 
     /// How other nodes and redirected clients reach this node: the
-    /// `--advertised-url`, or http:// + the bound address.
+    /// `--advertised-url`, or http:// (https:// with `--tls-cert`) + the
+    /// bound address.
     ///
     /// # Errors
     ///
@@ -214,10 +217,28 @@ impl Application {
             membership,
         } = self;
         let pool = state.pool.clone();
+        // Before "strata is serving": a SIGHUP from then on reloads, where
+        // the default action would end the process.
+        if let Some(tls) = &config.tls {
+            match signal(SignalKind::hangup()) {
+                Ok(hangups) => {
+                    tokio::spawn(reload_on_hangup(
+                        tls.clone(),
+                        hangups,
+                        state.shutdown.clone(),
+                    ));
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    "cannot listen for SIGHUP: the TLS certificate is not reloaded until a restart"
+                ),
+            }
+        }
         tracing::info!(
             node = %config.node_id,
             listen = %listener.local_addr()?,
             advertised = %advertised_url,
+            tls = config.serves_tls(),
             "strata is serving"
         );
         let coordinator = tokio::spawn(cluster::run(
@@ -237,7 +258,7 @@ impl Application {
             shutdown.await;
             stop.send_replace(true);
         };
-        http::connection::serve(listener, app, config.timeouts, shutdown)
+        http::connection::serve(listener, app, config.timeouts, config.tls.clone(), shutdown)
             .await
             .context("the HTTP server failed")?;
         // Hand the leases back before the pool goes.
@@ -347,15 +368,46 @@ async fn housekeep(metrics: PrometheusHandle, mut shutdown: watch::Receiver<bool
 }
 
 fn advertised_url(config: &NodeConfig, listener: &TcpListener) -> std::io::Result<String> {
+    let scheme = if config.serves_tls() { "https" } else { "http" };
     match &config.advertised_url {
         Some(url) => Ok(url.clone()),
-        None => Ok(format!("http://{}", listener.local_addr()?)),
+        None => Ok(format!("{scheme}://{}", listener.local_addr()?)),
+    }
+}
+
+/// On each SIGHUP, reads `--tls-cert` and `--tls-key` again: new
+/// connections get the new pair, open ones keep theirs, and a pair that
+/// cannot be used leaves the old one served.
+async fn reload_on_hangup(tls: Tls, mut hangups: Signal, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            heard = hangups.recv() => if heard.is_none() { return },
+            _ = shutdown.changed() => return,
+        }
+        let files = tls.files();
+        match tls.reload() {
+            Ok(()) => {
+                metrics::counter!("strata_tls_reloads_total", "result" => "ok").increment(1);
+                tracing::info!(
+                    cert = %files.cert.display(),
+                    key = %files.key.display(),
+                    "SIGHUP: reloaded the TLS certificate and key; new connections get them"
+                );
+            }
+            Err(error) => {
+                metrics::counter!("strata_tls_reloads_total", "result" => "error").increment(1);
+                tracing::error!(
+                    "SIGHUP: cannot reload the TLS certificate and key, so the previous ones are \
+                     still served: {error}. Fix {} and send SIGHUP again",
+                    error.flag()
+                );
+            }
+        }
     }
 }
 
 /// Completes on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
     tokio::select! {

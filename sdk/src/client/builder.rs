@@ -30,6 +30,8 @@ pub struct ClientBuilder {
     backoff: Duration,
     max_backoff: Duration,
     token: Option<Secret>,
+    /// Certificate authorities trusted beside the system's, for `https://`.
+    roots: Vec<reqwest::Certificate>,
 }
 
 /// A token, left out of `Debug` output (builders end up in logs).
@@ -54,6 +56,7 @@ impl ClientBuilder {
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             token: None,
+            roots: Vec::new(),
         }
     }
 
@@ -68,6 +71,40 @@ impl ClientBuilder {
     pub fn bearer(mut self, token: impl Into<String>) -> Self {
         self.token = Some(Secret(token.into()));
         self
+    }
+
+    /// Trusts the certificate authority (or authorities) in `pem` for
+    /// `https://` nodes, beside the system's own roots: for a node whose
+    /// certificate (`strata serve --tls-cert`) a private CA signed. Calls and
+    /// subscriptions alike use it. May be given more than once.
+    ///
+    /// ```no_run
+    /// let ca = std::fs::read("certs/ca.pem").unwrap();
+    /// let client = strata_sdk::Client::builder("https://strata.internal:7700")
+    ///     .ca_certificate(&ca)
+    ///     .unwrap()
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Usage`] when `pem` holds no `-----BEGIN CERTIFICATE-----`
+    /// block or a damaged one.
+    pub fn ca_certificate(mut self, pem: &[u8]) -> Result<Self> {
+        let bad = |why: &str| {
+            Error::Usage(format!(
+                "the CA certificate {why}; give the PEM file of the certificate authority \
+                 (-----BEGIN CERTIFICATE----- blocks)"
+            ))
+        };
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| bad(&format!("is not valid PEM ({e})")))?;
+        if certs.is_empty() {
+            return Err(bad("holds no certificate"));
+        }
+        self.roots.extend(certs);
+        Ok(self)
     }
 
     /// Adds another node of the cluster. The client talks to one node at a
@@ -152,12 +189,14 @@ impl ClientBuilder {
             headers.insert(reqwest::header::AUTHORIZATION, value);
         }
         let http = reqwest::Client::builder()
+            .tls_certs_merge(self.roots.clone())
             .default_headers(headers.clone())
             .timeout(self.timeout)
             .connect_timeout(self.connect_timeout)
             .build()
             .map_err(|e| Error::Usage(format!("cannot build the HTTP client: {e}")))?;
         let streaming = reqwest::Client::builder()
+            .tls_certs_merge(self.roots)
             .default_headers(headers)
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.idle_timeout)

@@ -14,6 +14,10 @@
 //! it would close idle connections after the header timeout instead of the
 //! idle one. The watchdog learns what it needs from the socket (a byte
 //! moved) and from the service (a request began, its response ended).
+//!
+//! With `--tls-cert` every connection is TLS: the handshake runs in the
+//! connection's task (`http::tls`), within the header timeout, and the
+//! watchdog then watches the decrypted bytes, as it watches a plain socket's.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,17 +34,19 @@ use axum::extract::ConnectInfo;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
-use crate::config::Timeouts;
+use crate::config::{Timeouts, Tls};
 
 /// Serves `router` on `listener` until `shutdown` completes, then stops
 /// accepting and waits for the open connections to finish (open streams end
-/// on the node's own shutdown signal).
+/// on the node's own shutdown signal). With `tls`, every connection is
+/// HTTPS; handshakes still under way when `shutdown` completes are dropped.
 ///
 /// # Errors
 ///
@@ -50,9 +56,12 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     timeouts: Timeouts,
+    tls: Option<Tls>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
+    let (stop_handshakes, stopping) = watch::channel(false);
+    let acceptor = tls.map(|tls| TlsAcceptor::from(tls.server_config()));
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -67,9 +76,18 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        serve_connection(stream, peer, router.clone(), timeouts, &graceful);
+        serve_connection(
+            stream,
+            peer,
+            router.clone(),
+            timeouts,
+            acceptor.clone(),
+            graceful.watcher(),
+            stopping.clone(),
+        );
     }
     drop(listener);
+    stop_handshakes.send_replace(true);
     graceful.shutdown().await;
     Ok(())
 }
@@ -92,12 +110,16 @@ impl Expired {
     }
 }
 
+/// Serves one accepted socket in a task of its own: the TLS handshake
+/// first when the node serves HTTPS, then HTTP/1.
 fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     timeouts: Timeouts,
-    graceful: &GracefulShutdown,
+    acceptor: Option<TlsAcceptor>,
+    watcher: Watcher,
+    mut stopping: watch::Receiver<bool>,
 ) {
     // TCP_NODELAY: an SSE frame or an answer goes out when written, not
     // held back by Nagle's algorithm until the client's delayed ACK (up to
@@ -105,6 +127,28 @@ fn serve_connection(
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
     }
+    tokio::spawn(async move {
+        let Some(acceptor) = acceptor else {
+            return serve_http(stream, peer, router, timeouts, watcher).await;
+        };
+        match super::tls::handshake(stream, &acceptor, timeouts.header, &mut stopping).await {
+            Ok(stream) => serve_http(stream, peer, router, timeouts, watcher).await,
+            Err(refused) => refused.record(timeouts.header),
+        }
+    });
+}
+
+/// HTTP/1 on `stream` (a socket, or a TLS session on one) until it ends or
+/// the watchdog closes it.
+async fn serve_http<S>(
+    stream: S,
+    peer: SocketAddr,
+    router: Router,
+    timeouts: Timeouts,
+    watcher: Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let activity = Arc::new(Activity::new());
     let service = {
         let activity = Arc::clone(&activity);
@@ -136,27 +180,25 @@ fn serve_connection(
         // The watchdog keeps the header timeout (see the module's docs).
         .header_read_timeout(None)
         .serve_connection(io, service);
-    let connection = graceful.watch(connection);
-    tokio::spawn(async move {
-        tokio::select! {
-            served = connection => {
-                if let Err(error) = served {
-                    tracing::debug!(%error, "a connection ended with an error");
-                }
-            }
-            expired = activity.watchdog(timeouts) => {
-                metrics::counter!("strata_http_connections_closed_total", "reason" => expired.label())
-                    .increment(1);
-                if let Expired::Header = expired {
-                    tracing::info!(
-                        "closed a connection whose request headers did not arrive within {} ms \
-                         (--header-timeout-ms)",
-                        timeouts.header.as_millis()
-                    );
-                }
+    let connection = watcher.watch(connection);
+    tokio::select! {
+        served = connection => {
+            if let Err(error) = served {
+                tracing::debug!(%error, "a connection ended with an error");
             }
         }
-    });
+        expired = activity.watchdog(timeouts) => {
+            metrics::counter!("strata_http_connections_closed_total", "reason" => expired.label())
+                .increment(1);
+            if let Expired::Header = expired {
+                tracing::info!(
+                    "closed a connection whose request headers did not arrive within {} ms \
+                     (--header-timeout-ms)",
+                    timeouts.header.as_millis()
+                );
+            }
+        }
+    }
 }
 
 /// What the watchdog of one connection knows.
@@ -284,9 +326,10 @@ impl HttpBody for Tracked {
     }
 }
 
-/// The socket, telling the watchdog when bytes move.
-struct Watched {
-    inner: TcpStream,
+/// The socket (or the TLS session on it), telling the watchdog when bytes
+/// move.
+struct Watched<S> {
+    inner: S,
     activity: Arc<Activity>,
     /// hyper's own answer to a request it could not parse, being replaced
     /// by the contract's JSON error (see [`hyper_error`]).
@@ -343,7 +386,7 @@ fn json_error(status: u16) -> Vec<u8> {
     .into_bytes()
 }
 
-impl Watched {
+impl<S: AsyncWrite + Unpin> Watched<S> {
     /// Writes the replacement of hyper's answer; `Ready(Ok(()))` when all
     /// of it is out.
     fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -365,7 +408,7 @@ impl Watched {
     }
 }
 
-impl AsyncRead for Watched {
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -383,7 +426,7 @@ impl AsyncRead for Watched {
     }
 }
 
-impl AsyncWrite for Watched {
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

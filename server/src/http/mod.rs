@@ -21,6 +21,7 @@ pub mod snapshots;
 pub mod sse;
 pub mod streams;
 pub mod subscriptions;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -78,6 +79,9 @@ pub struct AppState {
     pub forwarder: reqwest::Client,
     /// Who may call, decided for every request by [`authorize::authorize`].
     pub gate: authorize::Gate,
+    /// Whether the node serves HTTPS only (`--tls-cert`): a cookie set
+    /// under TLS carries `Secure`.
+    pub serves_tls: bool,
 }
 
 /// Cross-origin access for browser pages (an `EventSource` on another

@@ -119,6 +119,7 @@ mod tests {
             database: crate::health::DatabaseHealth::up(),
             follower_calls: crate::config::FollowerCalls::Proxy,
             forwarder: reqwest::Client::new(),
+            serves_tls: false,
             gate: crate::http::authorize::Gate::new(
                 crate::auth::Authenticator::open(crate::auth::keys::KeyStore::new(pool.clone())),
                 crate::config::QuotaSettings {

@@ -47,6 +47,8 @@ mod sdk_cqrs;
 mod snapshots;
 /// Persistent subscriptions on one node.
 mod subscriptions;
+/// HTTPS: certificates, reloads on SIGHUP, handshakes cut off, PostgreSQL over TLS.
+mod tls;
 
 use serde_json::{Value, json};
 use strata_tests::{StrataNode, TestDatabase};
