@@ -658,3 +658,24 @@ async fn the_node_reaches_postgresql_over_tls_with_verify_full() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("certificate"), "{stderr}");
 }
+
+#[test]
+fn ca_certificate_refuses_what_is_not_a_pem_certificate() {
+    for bad in [
+        &b"hello"[..],
+        b"-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n",
+    ] {
+        match Client::builder("https://127.0.0.1:1").ca_certificate(bad) {
+            Err(Error::Usage(message)) => {
+                assert!(message.contains("BEGIN CERTIFICATE"), "{message}")
+            }
+            other => panic!("expected a usage error, got {other:?}"),
+        }
+    }
+    let ca = Ca::new("good");
+    assert!(
+        Client::builder("https://127.0.0.1:1")
+            .ca_certificate(ca.pem.as_bytes())
+            .is_ok()
+    );
+}
