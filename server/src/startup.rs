@@ -146,6 +146,7 @@ impl Application {
             follower_calls: config.follower_calls,
             forwarder: http::subscriptions::proxy::client(),
             gate: http::authorize::Gate::new(authenticator(&config, &pool), config.security.quotas),
+            serves_tls: false, // TLS (--tls-cert, its own branch) sets it from the config.
             shutdown: shutdown_rx,
         };
         tokio::spawn(forget_revoked(

@@ -1,5 +1,7 @@
-//! Who is asking and what they may do: API keys ([`keys`]) and the
-//! principal a request carries once its credentials are checked.
+//! Who is asking and what they may do: API keys ([`keys`]), browser
+//! sessions made from them ([`sessions`]), and the principal a request
+//! carries once its [`Credentials`] are checked. Both stores cache what
+//! they read for a second in the same kind of bounded cache (`cache.rs`).
 //!
 //! `auth` imports nothing else of the server; `http` (the one
 //! authorization decision) and the command line use it.
@@ -9,9 +11,22 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, Utc};
 use strata_core::auth::{Grant, Scope};
 
+mod cache;
 pub mod keys;
+pub mod sessions;
 
 use keys::KeyStore;
+use sessions::{NewSession, SessionError, SessionStore};
+
+/// What a request presents to say who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// `Authorization: Bearer <token>`: an API key.
+    Bearer(&'a str),
+    /// The value of the [`sessions::COOKIE`] cookie, from a request without
+    /// a bearer token (a browser's `EventSource`, say).
+    Session(&'a str),
+}
 
 /// The holder of checked credentials: a key or a token's subject, with its
 /// grants.
@@ -30,6 +45,7 @@ pub struct Principal {
 #[derive(Clone)]
 pub struct Authenticator {
     keys: KeyStore,
+    sessions: SessionStore,
     /// `false`: `--auth none`, everyone is [`Principal::anonymous`].
     required: bool,
     public_metrics: bool,
@@ -40,6 +56,7 @@ impl Authenticator {
     /// [`Principal::anonymous`]; `keys` is still there to be managed.
     pub fn open(keys: KeyStore) -> Authenticator {
         Authenticator {
+            sessions: SessionStore::new(keys.pool().clone()),
             keys,
             required: false,
             public_metrics: true,
@@ -50,6 +67,7 @@ impl Authenticator {
     /// `public_metrics`.
     pub fn keys(keys: KeyStore, public_metrics: bool) -> Authenticator {
         Authenticator {
+            sessions: SessionStore::new(keys.pool().clone()),
             keys,
             required: true,
             public_metrics,
@@ -61,27 +79,57 @@ impl Authenticator {
         &self.keys
     }
 
+    /// The node's browser sessions.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    /// Whether requests need credentials at all (`false`: `--auth none`).
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
     /// Whether `/metrics` needs no credentials.
     pub fn public_metrics(&self) -> bool {
         self.public_metrics
     }
 
-    /// Who `token` (a bearer token, if the request had one) belongs to;
-    /// `None` when it is missing, unknown, revoked or expired.
+    /// Who `credentials` (if the request had any) belong to; `None` when
+    /// they are missing, unknown, revoked or expired. A session is its
+    /// key's principal, and only while the key itself would be accepted.
     ///
     /// # Errors
     ///
-    /// The database failed while a key was looked up.
+    /// The database failed while a key or session was looked up.
     pub async fn authenticate(
         &self,
-        token: Option<&str>,
+        credentials: Option<Credentials<'_>>,
     ) -> Result<Option<Arc<Principal>>, sqlx::Error> {
         static ANONYMOUS: LazyLock<Arc<Principal>> =
             LazyLock::new(|| Arc::new(Principal::anonymous()));
-        match token {
+        match credentials {
             _ if !self.required => Ok(Some(Arc::clone(&ANONYMOUS))),
             None => Ok(None),
-            Some(token) => self.keys.authenticate(token).await,
+            Some(Credentials::Bearer(token)) => self.keys.authenticate(token).await,
+            Some(Credentials::Session(cookie)) => match self.sessions.key_of(cookie).await? {
+                Some(key_id) => self.keys.principal_of(&key_id).await,
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Starts a browser session of the API key `token`: `None` when the
+    /// token is no valid key (a session is made from a key, never from a
+    /// session or a JWT).
+    ///
+    /// # Errors
+    ///
+    /// See [`SessionStore::start`]; a failed key lookup is
+    /// [`SessionError::Database`].
+    pub async fn start_session(&self, token: &str) -> Result<Option<NewSession>, SessionError> {
+        match self.keys.authenticate(token).await? {
+            Some(key) => self.sessions.start(&key, Utc::now()).await.map(Some),
+            None => Ok(None),
         }
     }
 
