@@ -343,7 +343,7 @@ mod tests {
     fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(name, HeaderValue::from_static(*value));
+            map.append(name, HeaderValue::from_static(value));
         }
         map
     }

@@ -109,3 +109,21 @@ fn with_cookie(cookie: &str) -> Result<Response, ApiError> {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cookie_is_secure_exactly_when_the_node_serves_tls() {
+        assert_eq!(secure(true), "; Secure");
+        assert_eq!(secure(false), "");
+        let response = with_cookie("strata_session=x; HttpOnly; Secure").unwrap();
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            response.headers()[header::SET_COOKIE],
+            "strata_session=x; HttpOnly; Secure"
+        );
+        assert_eq!(response.headers()[header::CACHE_CONTROL], "no-store");
+    }
+}
