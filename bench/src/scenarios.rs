@@ -383,11 +383,14 @@ async fn keyed_node(bench_url: &str) -> anyhow::Result<(Node, reqwest::Client)> 
     let node = Node::start(bench_url, &["--pool-size", "16", "--auth", "keys"])?;
     let pool = sqlx::PgPool::connect(bench_url).await?;
     let created = strata_server::auth::keys::KeyStore::new(pool.clone())
-        .create(&CreateKey {
-            name: format!("bench-{}", std::process::id()),
-            grants: vec![Grant::new(Scope::Read, ""), Grant::new(Scope::Write, "")],
-            expires_at: None,
-        })
+        .create(
+            &CreateKey {
+                name: format!("bench-{}", std::process::id()),
+                grants: vec![Grant::new(Scope::Read, ""), Grant::new(Scope::Write, "")],
+                expires_at: None,
+            },
+            &strata_pg::audit::Actor::new("strata-bench", "local"),
+        )
         .await?;
     pool.close().await;
     let mut headers = reqwest::header::HeaderMap::new();

@@ -15,10 +15,13 @@
 //!   errors repeat their causes in their messages).
 //! - [`erasure`]: the lock by which hard deletes and projection batches
 //!   keep erased events out of read models.
+//! - [`audit`]: the audit trail, one `$audit` event per admin action in the
+//!   action's own transaction.
 //!
 //! `strata-core` holds the wire types only; this crate is where a database
 //! crate enters the tree, and the SDK does not depend on it.
 
+pub mod audit;
 pub mod connect;
 pub mod erasure;
 pub mod lease;

@@ -144,6 +144,11 @@ pub async fn head(pool: &PgPool) -> Result<i64, sqlx::Error> {
 }
 
 /// Filters of a `$all` read. Empty lists mean "no filter".
+///
+/// Without [`stream`](AllFilter::stream), a read never returns the
+/// reserved `$` streams (the audit trail, [`crate::audit`]): they are
+/// Strata's own, not the application's, and are read by their names. Their
+/// positions are gaps in such a read, like those a category filter leaves.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllFilter {
     /// Categories (any of).
@@ -154,6 +159,13 @@ pub struct AllFilter {
     pub correlation_id: Option<Uuid>,
     /// One stream (persistent subscriptions on a stream).
     pub stream: Option<String>,
+    /// Streams left out by name: the stream named exactly like a category
+    /// when the reader's grants cover only the category's `name-` streams.
+    pub hidden_streams: Vec<String>,
+    /// The reserved `$` streams too: the live feed's tail, which carries
+    /// every event to the node's subscribers (`/streams/$audit/subscribe`
+    /// among them).
+    pub reserved: bool,
 }
 
 impl AllFilter {
@@ -163,6 +175,22 @@ impl AllFilter {
             && self.types.is_empty()
             && self.correlation_id.is_none()
             && self.stream.is_none()
+            && self.hidden_streams.is_empty()
+            && self.reserved
+    }
+
+    /// Whether an event of `stream`, of `category` and `event_type`, passes
+    /// the filter's category, type and stream rules (the live feed's
+    /// check; a correlation id is not held there).
+    pub fn passes(&self, stream: &str, category: &str, event_type: &str) -> bool {
+        let in_stream = match &self.stream {
+            Some(only) => only == stream,
+            None => self.reserved || !stream.starts_with('$'),
+        };
+        in_stream
+            && (self.categories.is_empty() || self.categories.iter().any(|c| c == category))
+            && (self.types.is_empty() || self.types.iter().any(|t| t == event_type))
+            && !self.hidden_streams.iter().any(|h| h == stream)
     }
 }
 
@@ -207,6 +235,7 @@ pub async fn read_all(
         .bind(types)
         .bind(filter.correlation_id)
         .bind(filter.stream.as_deref())
+        .bind((!filter.hidden_streams.is_empty()).then_some(&filter.hidden_streams))
         .fetch_all(pool)
         .await?;
     let mut head = 0;
@@ -236,7 +265,8 @@ pub async fn read_all(
 /// Builds the `$all` query from fixed fragments (no input is ever spliced
 /// in): each filter shape gets a plan that walks the right index in
 /// position order. Parameters: $1 from, $2 limit, $3 categories text[],
-/// $4 types text[], $5 correlation id (unused ones are null).
+/// $4 types text[], $5 correlation id, $6 stream, $7 hidden streams text[]
+/// (unused ones are null).
 fn all_sql(forward: bool, filter: &AllFilter) -> String {
     let (cmp, order) = if forward {
         (">=", "ASC")
@@ -283,6 +313,13 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
     } else {
         None
     };
+    if filter.stream.is_none() && !filter.reserved {
+        // The reserved `$` streams are read by name only.
+        conditions.push("left(e.stream, 1) <> '$'");
+    }
+    if !filter.hidden_streams.is_empty() {
+        conditions.push("e.stream <> ALL($7)");
+    }
     let position = ["e.position ", cmp, " $1"].concat();
     conditions.push(&position);
     let wheres = conditions.join(" AND ");
@@ -302,7 +339,8 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
         None => [
             &scan,
             " ) ev ON true WHERE ($3::text[] IS NULL OR true) AND ($4::text[] IS NULL OR true) \
-             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true)",
+             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true) \
+             AND ($7::text[] IS NULL OR true)",
         ]
         .concat(),
         Some(values) => [
@@ -313,7 +351,8 @@ fn all_sql(forward: bool, filter: &AllFilter) -> String {
             ") m ORDER BY m.position ",
             order,
             " LIMIT $2) ev ON true WHERE ($3::text[] IS NULL OR true) AND ($4::text[] IS NULL OR true) \
-             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true)",
+             AND ($5::uuid IS NULL OR true) AND ($6::text IS NULL OR true) \
+             AND ($7::text[] IS NULL OR true)",
         ]
         .concat(),
     };

@@ -473,6 +473,42 @@ mod tests {
     }
 
     #[test]
+    fn jwt_flags_need_a_key_set_an_issuer_an_audience_and_auth_keys() {
+        let jwt = [
+            "--jwt-jwks",
+            "keys.json",
+            "--jwt-issuer",
+            "i",
+            "--jwt-audience",
+            "a",
+        ];
+        let settings = parse(&jwt).validate().unwrap().security.jwt.unwrap();
+        assert_eq!(settings.grants_claim, "strata_grants");
+        assert_eq!(
+            settings.jwks,
+            crate::auth::jwt::JwksSource::File("keys.json".into())
+        );
+        assert_eq!(parse(&[]).validate().unwrap().security.jwt, None);
+        for (args, flag) in [
+            (&jwt[..4], "--jwt-audience"),
+            (
+                &["--jwt-jwks", "k", "--jwt-audience", "a"][..],
+                "--jwt-issuer",
+            ),
+            (&["--jwt-issuer", "i"][..], "--jwt-issuer"),
+            (&["--jwt-grants-claim", "g"][..], "--jwt-grants-claim"),
+            (&[&jwt[..], &["--auth", "none"]].concat()[..], "--jwt-jwks"),
+            (
+                &[&jwt[..], &["--jwt-grants-claim", ""]].concat()[..],
+                "--jwt-grants-claim",
+            ),
+        ] {
+            let err = parse(args).validate().unwrap_err();
+            assert!(err.to_string().starts_with(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_values_name_their_flag() {
         for (args, flag) in [
             (&["--listen", "nowhere"][..], "--listen"),

@@ -93,6 +93,12 @@ impl Sse {
             request = request.header("last-event-id", id);
         }
         let response = request.send().await?;
+        Ok(Sse::from_response(response))
+    }
+
+    /// Reads the events of a response already received (a request with
+    /// credentials, say).
+    pub fn from_response(response: reqwest::Response) -> Sse {
         let status = response.status();
         let content_type = response
             .headers()
@@ -100,11 +106,7 @@ impl Sse {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        Ok(Sse::new(
-            response.bytes_stream().boxed(),
-            status,
-            content_type,
-        ))
+        Sse::new(response.bytes_stream().boxed(), status, content_type)
     }
 
     fn new(
@@ -175,13 +177,17 @@ impl Sse {
         .await
     }
 
-    /// The next event frame (skipping comments), as `(id, JSON)`.
+    /// The next event frame (skipping comments), as `(id, event, JSON)`.
+    /// Panics when none came within `timeout` (pings do not count: a stream
+    /// that only pings would otherwise be waited on for ever).
     pub async fn next_event(
         &mut self,
         timeout: Duration,
     ) -> Option<(Option<String>, Option<String>, serde_json::Value)> {
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            match self.next(timeout).await? {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.next(left).await? {
                 Frame::Comment(_) => continue,
                 frame @ Frame::Event { .. } => {
                     let json = frame.json();

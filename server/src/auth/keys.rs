@@ -45,10 +45,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde_json::json;
 use sqlx::types::Json;
 use sqlx::{PgPool, Row};
 use strata_core::auth::{CreateKey, CreatedKey, Grant, KeyInfo};
 use strata_core::names::{validate_resource_name, validate_stream_name};
+use strata_pg::audit::{self, Actor};
 use strata_pg::notify::{self, Channel, ClusterNotice};
 
 use self::token::{SecretHash, Token};
@@ -221,13 +223,14 @@ impl KeyStore {
         }
     }
 
-    /// Creates a key and returns its token, the only time it is shown.
+    /// Creates a key and returns its token, the only time it is shown; the
+    /// audit trail's `KeyCreated` entry, naming `actor`, commits with it.
     ///
     /// # Errors
     ///
     /// [`KeyError::Invalid`] (see [`validate`]), [`KeyError::NameTaken`],
     /// [`KeyError::Randomness`] or [`KeyError::Database`].
-    pub async fn create(&self, key: &CreateKey) -> Result<CreatedKey, KeyError> {
+    pub async fn create(&self, key: &CreateKey, actor: &Actor) -> Result<CreatedKey, KeyError> {
         validate(key, Utc::now())?;
         // 64 random bits of id: a collision is a curiosity, but costs only
         // another draw.
@@ -235,6 +238,7 @@ impl KeyStore {
         let token = loop {
             attempts += 1;
             let token = Token::generate().map_err(KeyError::Randomness)?;
+            let mut tx = self.pool.begin().await.map_err(KeyError::Database)?;
             let inserted = sqlx::query(
                 "INSERT INTO api_keys (name, key_id, secret_hash, grants, expires_at) \
                  VALUES ($1, $2, $3, $4, $5)",
@@ -244,10 +248,21 @@ impl KeyStore {
             .bind(&token.secret_hash()[..])
             .bind(Json(&key.grants))
             .bind(key.expires_at)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await;
             match inserted {
-                Ok(_) => break token,
+                Ok(_) => {
+                    let what = json!({
+                        "name": key.name,
+                        "grants": key.grants,
+                        "expires_at": key.expires_at,
+                    });
+                    audit::record(&mut tx, actor, "KeyCreated", &what)
+                        .await
+                        .map_err(KeyError::Database)?;
+                    tx.commit().await.map_err(KeyError::Database)?;
+                    break token;
+                }
                 Err(sqlx::Error::Database(e)) if e.constraint() == Some(NAME_TAKEN) => {
                     return Err(KeyError::NameTaken {
                         name: key.name.clone(),
@@ -292,8 +307,9 @@ impl KeyStore {
     }
 
     /// Revokes the key called `name` and tells every node
-    /// ([`ClusterNotice::KeyRevoked`], sent in the same transaction); this
-    /// node's cache forgets it at once.
+    /// ([`ClusterNotice::KeyRevoked`], sent in the same transaction, with
+    /// the audit trail's `KeyRevoked` entry naming `actor`); this node's
+    /// cache forgets it at once. A second revocation writes nothing.
     ///
     /// Returns whether such a key exists: `true` also when it was revoked
     /// before (the first revocation's time is kept), so that a repeated
@@ -303,20 +319,26 @@ impl KeyStore {
     /// # Errors
     ///
     /// When the database fails; nothing is revoked then.
-    pub async fn revoke(&self, name: &str) -> Result<bool, sqlx::Error> {
+    pub async fn revoke(&self, name: &str, actor: &Actor) -> Result<bool, sqlx::Error> {
         let mut tx = self.pool.begin().await?;
-        let found = sqlx::query(
-            "UPDATE api_keys SET revoked_at = coalesce(revoked_at, clock_timestamp()) \
-             WHERE name = $1",
+        let revoked_now = sqlx::query(
+            "UPDATE api_keys SET revoked_at = clock_timestamp() \
+             WHERE name = $1 AND revoked_at IS NULL",
         )
         .bind(name)
         .execute(&mut *tx)
         .await?
         .rows_affected()
             > 0;
-        if found {
+        let found = revoked_now
+            || sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM api_keys WHERE name = $1)")
+                .bind(name)
+                .fetch_one(&mut *tx)
+                .await?;
+        if revoked_now {
             let notice = ClusterNotice::KeyRevoked(name.to_owned());
             notify::send(&mut *tx, Channel::Cluster, &notice.payload()).await?;
+            audit::record(&mut tx, actor, "KeyRevoked", &json!({ "name": name })).await?;
         }
         tx.commit().await?;
         self.forget(name);

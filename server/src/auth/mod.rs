@@ -1,7 +1,8 @@
-//! Who is asking and what they may do: API keys ([`keys`]), browser
-//! sessions made from them ([`sessions`]), and the principal a request
-//! carries once its [`Credentials`] are checked. Both stores cache what
-//! they read for a second in the same kind of bounded cache (`cache.rs`).
+//! Who is asking and what they may do: API keys ([`keys`]), JWTs
+//! ([`jwt`]), browser sessions made from keys ([`sessions`]), and the
+//! principal a request carries once its [`Credentials`] are checked. Keys
+//! and sessions cache what they read for a second in the same kind of
+//! bounded cache (`cache.rs`).
 //!
 //! `auth` imports nothing else of the server; `http` (the one
 //! authorization decision) and the command line use it.
@@ -12,9 +13,11 @@ use chrono::{DateTime, Utc};
 use strata_core::auth::{Grant, Scope};
 
 mod cache;
+pub mod jwt;
 pub mod keys;
 pub mod sessions;
 
+use jwt::{JwtVerifier, TokenError};
 use keys::KeyStore;
 use sessions::{NewSession, SessionError, SessionStore};
 
@@ -46,6 +49,8 @@ pub struct Principal {
 pub struct Authenticator {
     keys: KeyStore,
     sessions: SessionStore,
+    /// `Some`: bearer tokens that are not API keys are JWTs (`--jwt-jwks`).
+    jwt: Option<JwtVerifier>,
     /// `false`: `--auth none`, everyone is [`Principal::anonymous`].
     required: bool,
     public_metrics: bool,
@@ -58,6 +63,7 @@ impl Authenticator {
         Authenticator {
             sessions: SessionStore::new(keys.pool().clone()),
             keys,
+            jwt: None,
             required: false,
             public_metrics: true,
         }
@@ -69,9 +75,17 @@ impl Authenticator {
         Authenticator {
             sessions: SessionStore::new(keys.pool().clone()),
             keys,
+            jwt: None,
             required: true,
             public_metrics,
         }
+    }
+
+    /// Also takes JWTs checked by `jwt`: a bearer token that does not start
+    /// with `strata_` is one.
+    pub fn with_jwt(mut self, jwt: JwtVerifier) -> Authenticator {
+        self.jwt = Some(jwt);
+        self
     }
 
     /// The node's keys.
@@ -95,24 +109,33 @@ impl Authenticator {
     }
 
     /// Who `credentials` (if the request had any) belong to; `None` when
-    /// they are missing, unknown, revoked or expired. A session is its
-    /// key's principal, and only while the key itself would be accepted.
+    /// they are missing, or an API key or session that is unknown, revoked
+    /// or expired. A bearer token without the `strata_` prefix is a JWT
+    /// when JWTs are taken, else unknown. A session is its key's principal,
+    /// and only while the key itself would be accepted.
     ///
     /// # Errors
     ///
-    /// The database failed while a key or session was looked up.
+    /// [`AuthError::Token`]: a JWT was refused (the error says why);
+    /// [`AuthError::Database`]: the database failed while a key or session
+    /// was looked up.
     pub async fn authenticate(
         &self,
         credentials: Option<Credentials<'_>>,
-    ) -> Result<Option<Arc<Principal>>, sqlx::Error> {
+    ) -> Result<Option<Arc<Principal>>, AuthError> {
         static ANONYMOUS: LazyLock<Arc<Principal>> =
             LazyLock::new(|| Arc::new(Principal::anonymous()));
-        match credentials {
+        match (credentials, &self.jwt) {
             _ if !self.required => Ok(Some(Arc::clone(&ANONYMOUS))),
-            None => Ok(None),
-            Some(Credentials::Bearer(token)) => self.keys.authenticate(token).await,
-            Some(Credentials::Session(cookie)) => match self.sessions.key_of(cookie).await? {
-                Some(key_id) => self.keys.principal_of(&key_id).await,
+            (None, _) => Ok(None),
+            (Some(Credentials::Bearer(token)), Some(jwt))
+                if !token.starts_with(keys::TOKEN_PREFIX) =>
+            {
+                Ok(Some(Arc::new(jwt.verify(token).await?)))
+            }
+            (Some(Credentials::Bearer(token)), _) => Ok(self.keys.authenticate(token).await?),
+            (Some(Credentials::Session(cookie)), _) => match self.sessions.key_of(cookie).await? {
+                Some(key_id) => Ok(self.keys.principal_of(&key_id).await?),
                 None => Ok(None),
             },
         }
@@ -133,11 +156,36 @@ impl Authenticator {
         }
     }
 
+    /// What to add to a `403` for `principal`: a JWT whose token had no
+    /// grants claim holds no grants at all, and its holder should hear why.
+    pub fn forbidden_hint(&self, principal: &Principal) -> Option<String> {
+        let jwt = self.jwt.as_ref()?;
+        principal.grants.is_empty().then(|| {
+            format!(
+                "it holds no grants at all: its token has no (or an empty) `{}` claim; have \
+                 the token's issuer add one, a list like [{{\"scope\": \"read\", \"streams\": \
+                 \"account-\"}}]",
+                jwt.grants_claim()
+            )
+        })
+    }
+
     /// Drops what this node remembers of the key `name` (it was revoked on
     /// some node).
     pub fn forget(&self, name: &str) {
         self.keys.forget(name);
     }
+}
+
+/// Why credentials could not be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A JWT was refused: a `401` whose message says why.
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    /// The database failed while an API key or a session was looked up.
+    #[error("the database failed while an API key or a session was looked up")]
+    Database(#[from] sqlx::Error),
 }
 
 /// What a request acts on, for the grant check.

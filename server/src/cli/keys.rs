@@ -9,6 +9,7 @@ use std::io::Write;
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::PgPool;
 use strata_core::auth::{Grant, KeyInfo};
+use strata_pg::audit::Actor;
 
 use super::migrated_pool;
 use crate::auth::keys::KeyStore;
@@ -27,7 +28,9 @@ async fn create(args: CreateKeyArgs) -> anyhow::Result<()> {
     // The input first: a typo is reported without reaching for the database.
     let key = args.to_request(Utc::now())?;
     let pool = open(&args.database).await?;
-    let created = KeyStore::new(pool.clone()).create(&key).await;
+    let created = KeyStore::new(pool.clone())
+        .create(&key, &Actor::command_line("strata keys create"))
+        .await;
     pool.close().await;
     let created = created?;
     let expiry = match created.expires_at {
@@ -67,7 +70,9 @@ async fn list(database: DatabaseArgs) -> anyhow::Result<()> {
 
 async fn revoke(args: RevokeKeyArgs) -> anyhow::Result<()> {
     let pool = open(&args.database).await?;
-    let found = KeyStore::new(pool.clone()).revoke(&args.name).await;
+    let found = KeyStore::new(pool.clone())
+        .revoke(&args.name, &Actor::command_line("strata keys revoke"))
+        .await;
     pool.close().await;
     if !found? {
         anyhow::bail!(

@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 use clap::{Args, ValueEnum};
 
 use super::ConfigError;
+use crate::auth::jwt::{self, JwksSource};
 
 /// Who may call the node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -20,9 +21,9 @@ pub enum AuthMode {
 /// The security flags `serve` and `dev` share.
 #[derive(Debug, Clone, Args)]
 pub struct SecurityArgs {
-    /// Who may call: `keys` (API keys, see `strata keys create`) or `none` (anyone who
-    /// reaches the port; loopback listen addresses only). Default: keys for `serve`, none
-    /// for `dev`.
+    /// Who may call: `keys` (API keys, see `strata keys create`, and JWTs when --jwt-jwks
+    /// is given) or `none` (anyone who reaches the port; loopback listen addresses only;
+    /// the --jwt-* flags are refused with it). Default: keys for `serve`, none for `dev`.
     #[arg(long, env = "STRATA_AUTH", value_enum)]
     pub auth: Option<AuthMode>,
     /// Serve /metrics without credentials (by default it needs the `metrics` scope).
@@ -41,10 +42,27 @@ pub struct SecurityArgs {
     /// Live streams the node holds open in all; beyond, 429.
     #[arg(long, env = "STRATA_MAX_SSE", default_value_t = 20_000)]
     pub max_sse: usize,
+    /// Accept JWT bearer tokens (RS256, ES256, EdDSA) signed by the keys of this JSON Web
+    /// Key Set: a file (read at start) or an http(s):// URL (fetched at start, re-read
+    /// every 5 minutes and on an unknown key id). Needs --jwt-issuer and --jwt-audience,
+    /// and --auth keys: with --auth none the --jwt-* flags are refused.
+    #[arg(long, env = "STRATA_JWT_JWKS", value_name = "FILE_OR_URL")]
+    pub jwt_jwks: Option<String>,
+    /// The `iss` every accepted JWT must carry (with --jwt-jwks).
+    #[arg(long, env = "STRATA_JWT_ISSUER", value_name = "ISS")]
+    pub jwt_issuer: Option<String>,
+    /// The `aud` every accepted JWT must name (with --jwt-jwks).
+    #[arg(long, env = "STRATA_JWT_AUDIENCE", value_name = "AUD")]
+    pub jwt_audience: Option<String>,
+    /// The JWT claim holding the token's grants, a list like
+    /// `[{"scope": "read", "streams": "account-"}]` (with --jwt-jwks; default
+    /// strata_grants).
+    #[arg(long, env = "STRATA_JWT_GRANTS_CLAIM", value_name = "NAME")]
+    pub jwt_grants_claim: Option<String>,
 }
 
 /// The validated security settings of a node.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Security {
     /// Who may call.
     pub auth: AuthMode,
@@ -52,6 +70,8 @@ pub struct Security {
     pub public_metrics: bool,
     /// What each key, and the node, may use.
     pub quotas: QuotaSettings,
+    /// How JWTs are checked; `None`: bearer tokens are API keys only.
+    pub jwt: Option<jwt::Settings>,
 }
 
 /// Rates and open streams allowed (`None`: no limit).
@@ -115,6 +135,7 @@ impl SecurityArgs {
             });
         }
         Ok(Security {
+            jwt: self.jwt(auth)?,
             auth,
             public_metrics: self.public_metrics,
             quotas: QuotaSettings {
@@ -123,5 +144,75 @@ impl SecurityArgs {
                 sse_total: self.max_sse,
             },
         })
+    }
+
+    /// The JWT settings: none without `--jwt-jwks`; with it, an issuer and
+    /// an audience are required, and `--auth none` is refused (it would
+    /// let everyone in whatever the token).
+    fn jwt(&self, auth: AuthMode) -> Result<Option<jwt::Settings>, ConfigError> {
+        fn given(value: &Option<String>) -> Option<&str> {
+            value.as_deref().map(str::trim)
+        }
+        let others = [
+            ("--jwt-issuer", given(&self.jwt_issuer)),
+            ("--jwt-audience", given(&self.jwt_audience)),
+            ("--jwt-grants-claim", given(&self.jwt_grants_claim)),
+        ];
+        let Some(jwks) = given(&self.jwt_jwks) else {
+            if let Some((flag, _)) = others.iter().find(|(_, value)| value.is_some()) {
+                return Err(ConfigError::Invalid {
+                    flag,
+                    message: "has no effect without --jwt-jwks (the key set that signs the \
+                              tokens): give --jwt-jwks FILE_OR_URL too, or drop it"
+                        .into(),
+                });
+            }
+            return Ok(None);
+        };
+        if auth == AuthMode::None {
+            return Err(ConfigError::Invalid {
+                flag: "--jwt-jwks",
+                message: "--auth none lets every caller in without credentials, so JWTs would \
+                          change nothing: use --auth keys to require keys or JWTs, or drop the \
+                          --jwt-* flags"
+                    .into(),
+            });
+        }
+        let jwks = JwksSource::parse(jwks).map_err(|message| ConfigError::Invalid {
+            flag: "--jwt-jwks",
+            message,
+        })?;
+        let required = |flag: &'static str, value: Option<&str>, what: &str| match value {
+            Some(value) if !value.is_empty() => Ok(value.to_owned()),
+            _ => Err(ConfigError::Invalid {
+                flag,
+                message: format!(
+                    "is required with --jwt-jwks: the {what} every accepted token must carry \
+                     (a token for another service must not be taken here)"
+                ),
+            }),
+        };
+        let issuer = required("--jwt-issuer", others[0].1, "issuer (`iss`)")?;
+        let audience = required("--jwt-audience", others[1].1, "audience (`aud`)")?;
+        let grants_claim = match others[2].1 {
+            None => jwt::DEFAULT_GRANTS_CLAIM.to_owned(),
+            Some("") => {
+                return Err(ConfigError::Invalid {
+                    flag: "--jwt-grants-claim",
+                    message: format!(
+                        "is empty: name the claim that holds the grants, or leave the flag \
+                         out for `{}`",
+                        jwt::DEFAULT_GRANTS_CLAIM
+                    ),
+                });
+            }
+            Some(name) => name.to_owned(),
+        };
+        Ok(Some(jwt::Settings {
+            jwks,
+            issuer,
+            audience,
+            grants_claim,
+        }))
     }
 }

@@ -1,6 +1,10 @@
 //! `GET /all`: the global log, with filters.
 
+use std::sync::Arc;
+
+use axum::Extension;
 use axum::extract::State;
+use strata_core::auth::Scope;
 use strata_core::names::{validate_category, validate_event_type};
 use uuid::Uuid;
 
@@ -8,6 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::Params;
 use super::json::{JsonBytes, all_page};
+use crate::auth::{Principal, Target};
 use crate::store::{self, AllFilter};
 
 /// Splits a comma-separated list and checks each item.
@@ -36,12 +41,21 @@ pub fn list_param<E: std::fmt::Display>(
     Ok(items)
 }
 
-/// Takes the `category`, `type` and `correlation_id` filters.
+/// Takes the `category`, `type` and `correlation_id` filters of a read by
+/// `principal`.
+///
+/// A category holds the stream named like it (`account`) as well as its
+/// `account-…` streams; a grant `account-` covers the category (API.md) but
+/// not that one stream, so it is left out of the read for such a reader.
 ///
 /// # Errors
 ///
 /// `400` naming the parameter at fault.
-pub fn filter_params(params: &mut Params, with_correlation: bool) -> Result<AllFilter, ApiError> {
+pub fn filter_params(
+    params: &mut Params,
+    with_correlation: bool,
+    principal: &Principal,
+) -> Result<AllFilter, ApiError> {
     let categories = list_param(params, "category", validate_category)?;
     let types = list_param(params, "type", validate_event_type)?;
     let correlation_id = if with_correlation {
@@ -56,11 +70,18 @@ pub fn filter_params(params: &mut Params, with_correlation: bool) -> Result<AllF
     } else {
         None
     };
+    let hidden_streams = categories
+        .iter()
+        .filter(|c| !principal.may(Scope::Read, Target::Stream(c)))
+        .cloned()
+        .collect();
     Ok(AllFilter {
         categories,
         types,
         correlation_id,
         stream: None,
+        hidden_streams,
+        reserved: false,
     })
 }
 
@@ -82,12 +103,13 @@ pub fn filter_params(params: &mut Params, with_correlation: bool) -> Result<AllF
 )]
 pub async fn read_all(
     State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
     mut params: Params,
 ) -> Result<JsonBytes, ApiError> {
     let from = params.integer("from", 0, i64::MAX as u64)?;
     let direction = params.direction()?;
     let limit = params.limit()?;
-    let filter = filter_params(&mut params, true)?;
+    let filter = filter_params(&mut params, true, &principal)?;
     params.finish("from, direction, limit, category, type, correlation_id")?;
     let page = store::read_all(
         &state.pool,

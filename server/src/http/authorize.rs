@@ -24,7 +24,7 @@ use strata_core::subscription::Source;
 use super::AppState;
 use super::error::ApiError;
 use super::quota::Quotas;
-use crate::auth::{Authenticator, Credentials, Principal, Target};
+use crate::auth::{AuthError, Authenticator, Credentials, Principal, Target};
 use crate::config::QuotaSettings;
 use crate::store::{self, StoreError};
 
@@ -247,7 +247,12 @@ pub(super) async fn authorize(
             }
             .into_response();
         }
-        Err(error) => return ApiError::from(StoreError::from(error)).into_response(),
+        Err(AuthError::Token(refusal)) => {
+            return ApiError::TokenRefused(refusal.to_string()).into_response();
+        }
+        Err(AuthError::Database(error)) => {
+            return ApiError::from(StoreError::from(error)).into_response();
+        }
     };
     let decision = match &need {
         Need::Subscription(name) => match state.gate.source(&state.pool, name).await {
@@ -263,6 +268,7 @@ pub(super) async fn authorize(
             key: principal.name.clone(),
             scope,
             what,
+            hint: state.gate.auth.forbidden_hint(&principal),
         }
         .into_response();
     }

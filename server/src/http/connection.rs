@@ -17,6 +17,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::ConnectInfo;
 use http_body::{Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -53,9 +55,9 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // EMFILE and the like: the listener itself is fine.
                     tracing::warn!(%error, "cannot accept a connection; retrying in 100 ms");
@@ -65,7 +67,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        serve_connection(stream, router.clone(), timeouts, &graceful);
+        serve_connection(stream, peer, router.clone(), timeouts, &graceful);
     }
     drop(listener);
     graceful.shutdown().await;
@@ -92,6 +94,7 @@ impl Expired {
 
 fn serve_connection(
     stream: TcpStream,
+    peer: SocketAddr,
     router: Router,
     timeouts: Timeouts,
     graceful: &GracefulShutdown,
@@ -109,8 +112,12 @@ fn serve_connection(
             let in_flight = InFlight::enter(&activity);
             let router = router.clone();
             async move {
+                let mut request = request.map(Body::new);
+                // Who asked, for the audit trail (`ConnectInfo`, as axum's
+                // own server would give it).
+                request.extensions_mut().insert(ConnectInfo(peer));
                 let response = router
-                    .oneshot(request.map(Body::new))
+                    .oneshot(request)
                     .await
                     .unwrap_or_else(|never: Infallible| match never {});
                 Ok::<_, Infallible>(response.map(|body| Tracked {

@@ -26,6 +26,9 @@ pub enum ApiError {
         /// Whether the request carried any.
         presented: bool,
     },
+    /// `401 unauthorized`, with `WWW-Authenticate: Bearer`: a JWT that was
+    /// refused, with why (expired, wrong issuer, unknown key id, …).
+    TokenRefused(String),
     /// `403 forbidden`: valid credentials without the grant.
     Forbidden {
         /// Whose credentials.
@@ -34,6 +37,8 @@ pub enum ApiError {
         scope: strata_core::auth::Scope,
         /// What it was needed on (`stream "account-1"`, `the node`).
         what: String,
+        /// More for the holder to know (a JWT without grants), if anything.
+        hint: Option<String>,
     },
     /// `429 rate_limited`, with `Retry-After`: over a key's rate or its
     /// (or the node's) most open streams.
@@ -134,15 +139,21 @@ impl ApiError {
                  key"
                 .into(),
             ),
-            ApiError::Forbidden { key, scope, what } => {
+            ApiError::TokenRefused(why) => (StatusCode::UNAUTHORIZED, "unauthorized", why.clone()),
+            ApiError::Forbidden {
+                key,
+                scope,
+                what,
+                hint,
+            } => {
                 details.insert("scope".into(), Value::String(scope.to_string()));
-                (
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!(
+                let message = match hint {
+                    None => format!(
                         "{key:?} has no `{scope}` grant covering {what}; ask an operator for one"
                     ),
-                )
+                    Some(hint) => format!("{key:?} has no `{scope}` grant covering {what}: {hint}"),
+                };
+                (StatusCode::FORBIDDEN, "forbidden", message)
             }
             ApiError::RateLimited { message, .. } => (
                 StatusCode::TOO_MANY_REQUESTS,

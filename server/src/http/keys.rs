@@ -8,6 +8,7 @@ use serde_json::json;
 use strata_core::auth::{CreateKey, KeyList};
 
 use super::AppState;
+use super::acting::Acting;
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, PathName};
 use crate::auth::keys::KeyError;
@@ -22,11 +23,12 @@ use crate::auth::keys::KeyError;
     ))]
 pub async fn create_key(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     params: Params,
     JsonBody(key): JsonBody<CreateKey>,
 ) -> Result<Response, ApiError> {
     params.finish("no parameters")?;
-    match state.gate.auth.key_store().create(&key).await {
+    match state.gate.auth.key_store().create(&key, &actor).await {
         Ok(created) => Ok((StatusCode::CREATED, axum::Json(created)).into_response()),
         Err(KeyError::NameTaken { name }) => Err(ApiError::Conflict {
             code: "key_exists",
@@ -73,6 +75,7 @@ pub async fn list_keys(
     ))]
 pub async fn revoke_key(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
@@ -81,7 +84,7 @@ pub async fn revoke_key(
         .gate
         .auth
         .key_store()
-        .revoke(&name)
+        .revoke(&name, &actor)
         .await
         .map_err(crate::store::StoreError::from)?;
     if found {

@@ -8,9 +8,11 @@ use serde_json::json;
 use strata_core::names::validate_resource_name;
 
 use super::AppState;
+use super::acting::Acting;
 use super::error::ApiError;
 use super::extract::{Params, PathName};
 use crate::store::projections::{self as db, ProjectionRequest};
+use strata_pg::audit::Actor;
 
 /// Every projection: leader, checkpoint, head, lag, state, last error. A
 /// lapsed lease shows `leader: null` with its last epoch.
@@ -26,11 +28,12 @@ pub async fn list_projections(
 
 async fn ask(
     state: &AppState,
+    actor: &Actor,
     name: String,
     request: ProjectionRequest,
 ) -> Result<Response, ApiError> {
     validate_resource_name(&name).map_err(|e| ApiError::invalid("name", e.to_string()))?;
-    if !db::request(&state.pool, &name, request).await? {
+    if !db::request(&state.pool, &name, request, actor).await? {
         return Err(ApiError::NotFound {
             code: "projection_not_found",
             message: format!(
@@ -51,11 +54,12 @@ async fn ask(
     responses((status = 202, description = "Requested"), (status = 404, description = "projection_not_found", body = strata_core::ErrorBody)))]
 pub async fn pause(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     params: Params,
 ) -> Result<Response, ApiError> {
     params.finish("no parameters")?;
-    ask(&state, name, ProjectionRequest::Pause).await
+    ask(&state, &actor, name, ProjectionRequest::Pause).await
 }
 
 /// Resume: apply again (after a pause, or a failure once fixed).
@@ -64,11 +68,12 @@ pub async fn pause(
     responses((status = 202, description = "Requested"), (status = 404, description = "projection_not_found", body = strata_core::ErrorBody)))]
 pub async fn resume(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     params: Params,
 ) -> Result<Response, ApiError> {
     params.finish("no parameters")?;
-    ask(&state, name, ProjectionRequest::Resume).await
+    ask(&state, &actor, name, ProjectionRequest::Resume).await
 }
 
 /// Rebuild: reset the read model and apply everything again.
@@ -77,9 +82,10 @@ pub async fn resume(
     responses((status = 202, description = "Requested"), (status = 404, description = "projection_not_found", body = strata_core::ErrorBody)))]
 pub async fn rebuild(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     params: Params,
 ) -> Result<Response, ApiError> {
     params.finish("no parameters")?;
-    ask(&state, name, ProjectionRequest::Rebuild).await
+    ask(&state, &actor, name, ProjectionRequest::Rebuild).await
 }

@@ -12,6 +12,7 @@ use super::AppState;
 use super::authorize::{bearer, session_cookie};
 use super::error::ApiError;
 use super::extract::Params;
+use crate::auth::keys::TOKEN_PREFIX;
 use crate::auth::sessions::{COOKIE, SessionError};
 
 /// Starts a session of the bearer API key: `204` with
@@ -41,6 +42,13 @@ pub async fn create_session(
     let Some(token) = bearer(&headers) else {
         return Err(ApiError::Unauthorized { presented: false });
     };
+    if !token.starts_with(TOKEN_PREFIX) {
+        return Err(ApiError::TokenRefused(
+            "a session is made from an API key (a token starting with `strata_`); a JWT cannot \
+             start one yet: send the JWT itself with each request"
+                .into(),
+        ));
+    }
     let session = match auth.start_session(token).await {
         Ok(Some(session)) => session,
         Ok(None) | Err(SessionError::KeyEnding { .. }) => {

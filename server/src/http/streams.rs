@@ -13,6 +13,7 @@ use strata_core::{AppendRequest, AppendSnapshot, ExpectedVersion, StreamInfo, St
 use uuid::Uuid;
 
 use super::AppState;
+use super::acting::Acting;
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, PathName};
 use super::json::{JsonBytes, stream_page};
@@ -28,6 +29,20 @@ use crate::store::{self, AppendCommand, PreparedEvent, SnapshotWrite};
 pub fn stream_name(name: String) -> Result<String, ApiError> {
     validate_stream_name(&name).map_err(|e| ApiError::invalid("stream", e.to_string()))?;
     Ok(name)
+}
+
+/// Checks a stream name from the path of a read or a stream subscription:
+/// the names [`stream_name`] takes, and the reserved streams one may read
+/// (`$audit`; the gate lets only `admin` through).
+///
+/// # Errors
+///
+/// `400` naming the rule broken.
+pub fn readable_stream_name(name: String) -> Result<String, ApiError> {
+    if name == strata_pg::audit::AUDIT_STREAM {
+        return Ok(name);
+    }
+    stream_name(name)
 }
 
 type RawAppend = AppendRequest<Box<RawValue>, Box<RawValue>>;
@@ -222,7 +237,7 @@ pub async fn read_stream(
     PathName(stream): PathName,
     mut params: Params,
 ) -> Result<JsonBytes, ApiError> {
-    let stream = stream_name(stream)?;
+    let stream = readable_stream_name(stream)?;
     let from = params.integer("from", 0, i64::MAX as u64)?;
     let direction = params.direction()?;
     let limit = params.limit()?;
@@ -258,6 +273,7 @@ pub async fn read_stream(
 )]
 pub async fn delete_stream(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(stream): PathName,
     mut params: Params,
 ) -> Result<StatusCode, ApiError> {
@@ -270,7 +286,7 @@ pub async fn delete_stream(
         .map_err(|message| ApiError::invalid("expected_version", message))?
         .unwrap_or_default();
     params.finish("hard, expected_version")?;
-    store::delete_stream(&state.pool, &stream, expected, hard)
+    store::delete_stream(&state.pool, &stream, expected, hard, &actor)
         .await
         .map_err(|e| ApiError::from_delete(e, &stream))?;
     if hard {

@@ -78,10 +78,10 @@ impl LiveEvent {
         strata_core::names::category_of(&self.stream)
     }
 
-    /// Whether it passes a `$all` subscription's filter.
+    /// Whether it passes a `$all` subscription's filter (which never lets
+    /// a reserved `$` stream through, as a `$all` read does not).
     pub fn matches(&self, filter: &AllFilter) -> bool {
-        (filter.categories.is_empty() || filter.categories.iter().any(|c| c == self.category()))
-            && (filter.types.is_empty() || filter.types.contains(&self.event_type))
+        filter.passes(&self.stream, self.category(), &self.event_type)
     }
 }
 

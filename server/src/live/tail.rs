@@ -134,7 +134,10 @@ async fn skip(live: &Live, pool: &PgPool, cursor: &mut Cursor, known: i64, polle
 /// Reads from the cursor to the head, broadcasting each page in batches of
 /// at most a share of the live buffer.
 async fn read(live: &Live, pool: &PgPool, cursor: &mut Cursor, buffer_bytes: usize) {
-    let everything = AllFilter::default();
+    let everything = AllFilter {
+        reserved: true,
+        ..AllFilter::default()
+    };
     loop {
         metrics::counter!("strata_live_tail_queries_total").increment(1);
         let page = match store::read_all(

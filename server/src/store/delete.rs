@@ -18,6 +18,7 @@
 
 use sqlx::PgPool;
 use strata_core::{ExpectedVersion, StreamState, WrongExpectedVersion};
+use strata_pg::audit::{self, Actor};
 use strata_pg::notify::{self, Channel, ClusterNotice};
 
 use super::error::StoreError;
@@ -47,7 +48,8 @@ impl From<sqlx::Error> for DeleteError {
     }
 }
 
-/// Deletes `stream`, softly or for good.
+/// Deletes `stream`, softly or for good; a hard delete is in the audit
+/// trail (`StreamHardDeleted`, naming `actor`), in its transaction.
 ///
 /// # Errors
 ///
@@ -58,6 +60,7 @@ pub async fn delete_stream(
     stream: &str,
     expected: ExpectedVersion,
     hard: bool,
+    actor: &Actor,
 ) -> Result<(), DeleteError> {
     let mut tx = pool.begin().await?;
     let row: StreamRow = sqlx::query_as(
@@ -106,6 +109,10 @@ pub async fn delete_stream(
     .bind(hard)
     .execute(&mut *tx)
     .await?;
+    if hard {
+        let what = serde_json::json!({"stream": stream, "version": version});
+        audit::record(&mut tx, actor, "StreamHardDeleted", &what).await?;
+    }
     tx.commit().await?;
     Ok(())
 }

@@ -3,6 +3,7 @@
 use sqlx::PgPool;
 use strata_core::projection::ProjectionState;
 use strata_core::subscription::ProjectionStatus;
+use strata_pg::audit::{self, Actor};
 use strata_pg::lease::Resource;
 use strata_pg::notify::{self, Channel};
 
@@ -76,7 +77,8 @@ impl ProjectionRequest {
 }
 
 /// Records a request for the active worker; `false` when there is no such
-/// projection.
+/// projection. A request is in the audit trail (`ProjectionPaused`,
+/// `ProjectionResumed`, `ProjectionRebuildRequested`), in its transaction.
 ///
 /// # Errors
 ///
@@ -85,6 +87,7 @@ pub async fn request(
     pool: &PgPool,
     name: &str,
     request: ProjectionRequest,
+    actor: &Actor,
 ) -> Result<bool, StoreError> {
     let sql = match request {
         ProjectionRequest::Pause => "UPDATE projections SET desired = 'paused' WHERE name = $1",
@@ -97,11 +100,23 @@ pub async fn request(
             "UPDATE projections SET rebuild_requested = true WHERE name = $1"
         }
     };
+    let mut tx = pool.begin().await?;
     let updated = sqlx::query(sql)
         .bind(name)
-        .execute(pool)
+        .execute(&mut *tx)
         .await?
-        .rows_affected();
-    notify::send(pool, Channel::Projections, name).await?;
-    Ok(updated > 0)
+        .rows_affected()
+        > 0;
+    if updated {
+        let action = match request {
+            ProjectionRequest::Pause => "ProjectionPaused",
+            ProjectionRequest::Resume => "ProjectionResumed",
+            ProjectionRequest::Rebuild => "ProjectionRebuildRequested",
+        };
+        let what = serde_json::json!({ "name": name });
+        audit::record(&mut tx, actor, action, &what).await?;
+        notify::send(&mut *tx, Channel::Projections, name).await?;
+    }
+    tx.commit().await?;
+    Ok(updated)
 }

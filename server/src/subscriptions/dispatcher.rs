@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 use sqlx::PgPool;
 use strata_core::Direction;
 use strata_core::subscription::{NackAction, Source};
+use strata_pg::audit::Actor;
 use strata_pg::lease::Fence;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -75,6 +76,8 @@ pub enum Command {
     },
     /// Put every parked event back in line.
     Replay {
+        /// Who asked, for the audit trail.
+        actor: Actor,
         /// The number of events replayed.
         reply: oneshot::Sender<Result<usize, Refused>>,
     },
@@ -82,6 +85,8 @@ pub enum Command {
     Reset {
         /// The new checkpoint.
         checkpoint: i64,
+        /// Who asked, for the audit trail.
+        actor: Actor,
         /// Answered once written.
         reply: oneshot::Sender<Result<(), Refused>>,
     },
@@ -406,18 +411,19 @@ impl Dispatcher {
                 self.parked(parked);
                 self.waiting_acks.push(reply);
             }
-            Command::Replay { reply } => {
-                let marked = match db::mark_replay(&self.pool, &self.fence, &self.name).await {
-                    Ok(Some(positions)) => positions,
-                    Ok(None) => {
-                        let _ = reply.send(Err(Refused::NotLeader));
-                        return Some(Exit::Fenced);
-                    }
-                    Err(_) => {
-                        let _ = reply.send(Err(Refused::Unavailable));
-                        return None;
-                    }
-                };
+            Command::Replay { actor, reply } => {
+                let marked =
+                    match db::mark_replay(&self.pool, &self.fence, &self.name, &actor).await {
+                        Ok(Some(positions)) => positions,
+                        Ok(None) => {
+                            let _ = reply.send(Err(Refused::NotLeader));
+                            return Some(Exit::Fenced);
+                        }
+                        Err(_) => {
+                            let _ = reply.send(Err(Refused::Unavailable));
+                            return None;
+                        }
+                    };
                 let replays: Vec<Replay> = marked
                     .iter()
                     .map(|&position| Replay {
@@ -434,8 +440,14 @@ impl Dispatcher {
                     }
                 }
             }
-            Command::Reset { checkpoint, reply } => {
-                match db::reset_progress(&self.pool, &self.fence, &self.name, checkpoint).await {
+            Command::Reset {
+                checkpoint,
+                actor,
+                reply,
+            } => {
+                match db::reset_progress(&self.pool, &self.fence, &self.name, checkpoint, &actor)
+                    .await
+                {
                     Ok(true) => {
                         self.ledger.reset(checkpoint);
                         // Frames of the past generation still queued for a

@@ -3,6 +3,8 @@
 
 /// Append semantics: expected versions, atomic batches, idempotency.
 mod append;
+/// The audit trail: one `$audit` event per admin action, admin-only, never in `$all`.
+mod audit;
 /// Authentication and authorization: the route matrix, grants, keys.
 mod auth;
 /// Malformed input of every kind: always a JSON 4xx, never a 5xx or a dropped connection.
@@ -15,6 +17,8 @@ mod delete;
 mod dev;
 /// Fault injection under load, checked against a recorded history.
 mod faults;
+/// JWT bearer tokens: key sets from files and URLs, rotation, every refusal.
+mod jwt;
 /// API keys: the `strata keys` command, authentication and its cache, revocation.
 mod keys;
 /// Connection limits: stalled uploads, slow headers, idle connections.

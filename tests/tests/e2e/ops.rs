@@ -44,6 +44,39 @@ async fn health_metrics_and_openapi_answer() {
     assert!(doc.body["components"]["schemas"]["RecordedEvent"].is_object());
 }
 
+/// HTTP lets a client send any token as its method; each one used to become
+/// a series of its own in the request metrics, so a client could grow the
+/// node's memory a series at a time.
+#[tokio::test]
+async fn made_up_methods_share_one_metric_series() {
+    let (_db, node) = setup().await;
+    let api = node.api();
+    for i in 0..20 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        let reply = api.request(method, "/streams/m-1", None).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let text = api
+        .client()
+        .get(format!("{}/metrics", api.base()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!text.contains("MADEUP"), "{text}");
+    let other = text
+        .lines()
+        .find(|line| {
+            line.starts_with("strata_http_requests_total{")
+                && line.contains(r#"method="other""#)
+                && line.contains(r#"status="405""#)
+        })
+        .unwrap_or_else(|| panic!("no series for method=\"other\":\n{text}"));
+    assert!(other.ends_with(" 20"), "{other}");
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_node_cleanly() {
     let (_db, mut node) = setup().await;

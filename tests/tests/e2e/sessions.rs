@@ -561,3 +561,27 @@ async fn without_authentication_a_session_is_not_needed() {
     assert_eq!(answer.status(), StatusCode::NO_CONTENT);
     assert!(answer.headers().get(SET_COOKIE).is_none());
 }
+
+#[tokio::test]
+async fn a_jwt_cannot_start_a_session_and_is_told_why() {
+    let db = TestDatabase::create().await;
+    let jwks = crate::jwt::JwksFile::new(&crate::jwt::jwks(&["ed-1"]));
+    let node = crate::jwt::jwt_node_on(&db, jwks.path()).await;
+    let token = crate::jwt::token_granting("jwt-reader", &["read"]);
+    let answer = client()
+        .post(format!("{}/auth/session", node.url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::UNAUTHORIZED);
+    assert!(answer.headers().get(SET_COOKIE).is_none());
+    let body: Value = answer.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("made from an API key"),
+        "{body}"
+    );
+}

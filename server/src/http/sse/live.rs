@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -13,12 +14,13 @@ use sqlx::PgPool;
 use strata_core::Direction;
 use tokio::sync::watch;
 
+use crate::auth::Principal;
 use crate::http::AppState;
 use crate::http::all::filter_params;
 use crate::http::error::ApiError;
 use crate::http::extract::{Params, PathName};
 use crate::http::sse::{self, KeepAlive};
-use crate::http::streams::stream_name;
+use crate::http::streams::readable_stream_name;
 use crate::live::{Batch, LiveEvent, Receiver, RecvError, frame};
 use crate::store::{self, AllFilter, StoredEvent};
 
@@ -152,11 +154,12 @@ fn catch_up_query() {
 )]
 pub async fn subscribe_all(
     State(state): State<AppState>,
+    Extension(principal): Extension<Arc<Principal>>,
     headers: HeaderMap,
     mut params: Params,
 ) -> Result<Response, ApiError> {
     let start = start(&mut params, &headers)?;
-    let filter = filter_params(&mut params, false)?;
+    let filter = filter_params(&mut params, false, &principal)?;
     params.finish("from, category, type")?;
     let rx = state.live.subscribe();
     let next = match start {
@@ -284,7 +287,7 @@ pub async fn subscribe_stream(
     headers: HeaderMap,
     mut params: Params,
 ) -> Result<Response, ApiError> {
-    let stream = stream_name(stream)?;
+    let stream = readable_stream_name(stream)?;
     let start = start(&mut params, &headers)?;
     params.finish("from")?;
     let rx = state.live.subscribe();

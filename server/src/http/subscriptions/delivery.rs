@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use super::leader::{ask, at_leader, refused};
 use crate::http::AppState;
+use crate::http::acting::Acting;
 use crate::http::error::ApiError;
 use crate::http::extract::{JsonBody, Params, PathName};
 use crate::http::sse::{self, KeepAlive};
@@ -169,6 +170,7 @@ pub async fn nack(
     ))]
 pub async fn reset(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     uri: OriginalUri,
     params: Params,
@@ -199,6 +201,7 @@ pub async fn reset(
     let (name, checkpoint, commands) = at_leader(&state, name, params, &uri, input).await?;
     ask(commands, &name, |reply| Command::Reset {
         checkpoint,
+        actor,
         reply,
     })
     .await?;

@@ -23,6 +23,7 @@ use strata_core::names::{
 use strata_core::subscription::{Source, StartFrom, SubscriptionSettings};
 
 use super::AppState;
+use super::acting::Acting;
 use super::error::ApiError;
 use super::extract::{JsonBody, Params, PathName, parse_json};
 use crate::store::subscriptions::{self as db, Put};
@@ -111,6 +112,7 @@ fn start_from_conflict(name: &str, current: StartFrom, requested: StartFrom) -> 
 )]
 pub async fn put_subscription(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     params: Params,
     JsonBody(body): JsonBody<Value>,
@@ -123,7 +125,9 @@ pub async fn put_subscription(
     let bytes = serde_json::to_vec(&body).map_err(|_| ApiError::Internal)?;
     let settings: SubscriptionSettings = parse_json(&bytes)?;
     validate_settings(&settings)?;
-    let code = match db::put_subscription(&state.pool, &name, &settings, gives_start_from).await? {
+    let code = match db::put_subscription(&state.pool, &name, &settings, gives_start_from, &actor)
+        .await?
+    {
         Put::Created => StatusCode::CREATED,
         Put::Updated => StatusCode::OK,
         Put::StartFromDiffers(current) => {
@@ -175,12 +179,13 @@ pub async fn get_subscription(
     ))]
 pub async fn delete_subscription(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     params: Params,
 ) -> Result<StatusCode, ApiError> {
     let name = subscription_name(name)?;
     params.finish("no parameters")?;
-    if !db::delete_subscription(&state.pool, &name).await? {
+    if !db::delete_subscription(&state.pool, &name, &actor).await? {
         return Err(not_found(&name));
     }
     state.subscriptions.stop(&name);

@@ -9,6 +9,7 @@ use strata_core::subscription::{ParkedEvent, ParkedList};
 use super::leader::{ask, at_leader};
 use super::{not_found, subscription_name};
 use crate::http::AppState;
+use crate::http::acting::Acting;
 use crate::http::error::ApiError;
 use crate::http::extract::{Params, PathName};
 use crate::store::subscriptions as db;
@@ -80,11 +81,12 @@ pub async fn list_parked(
     ))]
 pub async fn replay_parked(
     State(state): State<AppState>,
+    Acting(actor): Acting,
     PathName(name): PathName,
     uri: OriginalUri,
     params: Params,
 ) -> Result<Response, ApiError> {
     let (name, (), commands) = at_leader(&state, name, params, &uri, Ok(())).await?;
-    let replayed = ask(commands, &name, |reply| Command::Replay { reply }).await?;
+    let replayed = ask(commands, &name, |reply| Command::Replay { actor, reply }).await?;
     Ok(axum::Json(json!({ "replayed": replayed })).into_response())
 }

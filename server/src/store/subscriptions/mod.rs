@@ -16,6 +16,7 @@ use sqlx::types::Json;
 use strata_core::subscription::{
     PartitionBy, Source, StartFrom, SubscriptionSettings, SubscriptionStatus,
 };
+use strata_pg::audit::{self, Actor};
 use strata_pg::lease::Resource;
 
 use super::error::StoreError;
@@ -116,6 +117,8 @@ pub enum Put {
 /// Creates the subscription, or updates its settings (its progress stays).
 /// `start_from` only applies at creation: an update with `check_start_from`
 /// (the request gave one) must repeat the stored one, or nothing changes.
+/// What it did is in the audit trail (`SubscriptionCreated`,
+/// `SubscriptionUpdated`), in its transaction.
 ///
 /// # Errors
 ///
@@ -125,6 +128,7 @@ pub async fn put_subscription(
     name: &str,
     settings: &SubscriptionSettings,
     check_start_from: bool,
+    actor: &Actor,
 ) -> Result<Put, StoreError> {
     let mut tx = pool.begin().await?;
     let created: Option<bool> = sqlx::query_scalar(
@@ -168,6 +172,15 @@ pub async fn put_subscription(
             Put::StartFromDiffers(stored)
         }
     };
+    let action = match put {
+        Put::Created => Some("SubscriptionCreated"),
+        Put::Updated => Some("SubscriptionUpdated"),
+        Put::StartFromDiffers(_) => None,
+    };
+    if let Some(action) = action {
+        let what = serde_json::json!({"name": name, "settings": settings});
+        audit::record(&mut tx, actor, action, &what).await?;
+    }
     tx.commit().await?;
     Ok(put)
 }
@@ -276,12 +289,17 @@ pub async fn subscription_status(
 }
 
 /// Deletes a subscription with its parked events and its lease; `false`
-/// when there was none.
+/// when there was none. A deletion is in the audit trail
+/// (`SubscriptionDeleted`), in its transaction.
 ///
 /// # Errors
 ///
 /// When the database fails.
-pub async fn delete_subscription(pool: &PgPool, name: &str) -> Result<bool, StoreError> {
+pub async fn delete_subscription(
+    pool: &PgPool,
+    name: &str,
+    actor: &Actor,
+) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     let deleted = sqlx::query("DELETE FROM subscriptions WHERE name = $1")
         .bind(name)
@@ -292,6 +310,10 @@ pub async fn delete_subscription(pool: &PgPool, name: &str) -> Result<bool, Stor
         .bind(resource(name).key())
         .execute(&mut *tx)
         .await?;
+    if deleted > 0 {
+        let what = serde_json::json!({ "name": name });
+        audit::record(&mut tx, actor, "SubscriptionDeleted", &what).await?;
+    }
     tx.commit().await?;
     Ok(deleted > 0)
 }

@@ -4,6 +4,7 @@
 
 use sqlx::PgPool;
 use strata_core::subscription::ParkReason;
+use strata_pg::audit::{self, Actor};
 use strata_pg::lease::Fence;
 
 use crate::store::error::StoreError;
@@ -116,7 +117,8 @@ pub async fn write_progress(
 
 /// Moves the checkpoint to `checkpoint` (backwards too) and forgets what was
 /// settled above it and what was delivered: the leader's reset, which
-/// starts a new generation of deliveries. `Ok(false)` when fenced off.
+/// starts a new generation of deliveries. `Ok(false)` when fenced off. The
+/// reset is in the audit trail (`SubscriptionReset`), in its transaction.
 ///
 /// # Errors
 ///
@@ -126,6 +128,7 @@ pub async fn reset_progress(
     fence: &Fence,
     name: &str,
     checkpoint: i64,
+    actor: &Actor,
 ) -> Result<bool, StoreError> {
     let mut tx = pool.begin().await?;
     if !fence.hold(&mut tx).await? {
@@ -140,12 +143,15 @@ pub async fn reset_progress(
     .bind(checkpoint)
     .execute(&mut *tx)
     .await?;
+    let what = serde_json::json!({"name": name, "from": checkpoint + 1});
+    audit::record(&mut tx, actor, "SubscriptionReset", &what).await?;
     tx.commit().await?;
     Ok(true)
 }
 
 /// Marks every parked event of the subscription for replay; returns their
-/// positions. `Ok(None)` when fenced off.
+/// positions. `Ok(None)` when fenced off. The replay is in the audit trail
+/// (`ParkedReplayed`, with how many), in its transaction.
 ///
 /// # Errors
 ///
@@ -154,6 +160,7 @@ pub async fn mark_replay(
     pool: &PgPool,
     fence: &Fence,
     name: &str,
+    actor: &Actor,
 ) -> Result<Option<Vec<i64>>, StoreError> {
     let mut tx = pool.begin().await?;
     if !fence.hold(&mut tx).await? {
@@ -165,6 +172,8 @@ pub async fn mark_replay(
     .bind(name)
     .fetch_all(&mut *tx)
     .await?;
+    let what = serde_json::json!({"name": name, "replayed": positions.len()});
+    audit::record(&mut tx, actor, "ParkedReplayed", &what).await?;
     tx.commit().await?;
     Ok(Some(positions))
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::{TimeDelta, Utc};
 use sqlx::PgPool;
 use strata_core::auth::{CreateKey, Grant, Scope};
+use strata_pg::audit::Actor;
 use strata_server::auth::keys::{KeyError, KeyStore};
 use strata_tests::{TestDatabase, wait_until};
 
@@ -21,6 +22,11 @@ async fn migrated() -> (TestDatabase, PgPool) {
     (db, pool)
 }
 
+/// Who the audit trail names for the keys these tests create and revoke.
+fn actor() -> Actor {
+    Actor::new("store-test", "local")
+}
+
 fn request(name: &str, grants: Vec<Grant>) -> CreateKey {
     CreateKey {
         name: name.into(),
@@ -34,7 +40,10 @@ async fn authenticate_accepts_the_token_and_refuses_every_other() {
     let (_db, pool) = migrated().await;
     let store = KeyStore::new(pool);
     let created = store
-        .create(&request("ci", vec![Grant::new(Scope::Read, "account-")]))
+        .create(
+            &request("ci", vec![Grant::new(Scope::Read, "account-")]),
+            &actor(),
+        )
         .await
         .unwrap();
     let principal = store.authenticate(&created.token).await.unwrap().unwrap();
@@ -43,7 +52,10 @@ async fn authenticate_accepts_the_token_and_refuses_every_other() {
     assert_eq!(principal.expires_at, None);
 
     let other = store
-        .create(&request("other", vec![Grant::new(Scope::Admin, "")]))
+        .create(
+            &request("other", vec![Grant::new(Scope::Admin, "")]),
+            &actor(),
+        )
         .await
         .unwrap()
         .token;
@@ -73,12 +85,15 @@ async fn a_cache_hit_needs_no_database() {
     let (_db, pool) = migrated().await;
     let store = KeyStore::new(pool.clone());
     let token = store
-        .create(&request("ci", vec![Grant::new(Scope::Write, "")]))
+        .create(&request("ci", vec![Grant::new(Scope::Write, "")]), &actor())
         .await
         .unwrap()
         .token;
     let other = store
-        .create(&request("other", vec![Grant::new(Scope::Write, "")]))
+        .create(
+            &request("other", vec![Grant::new(Scope::Write, "")]),
+            &actor(),
+        )
         .await
         .unwrap()
         .token;
@@ -107,7 +122,7 @@ async fn an_expired_key_is_refused() {
     let store = KeyStore::new(pool);
     let mut key = request("brief", vec![Grant::new(Scope::Read, "")]);
     key.expires_at = Some(Utc::now() + TimeDelta::seconds(1));
-    let token = store.create(&key).await.unwrap().token;
+    let token = store.create(&key, &actor()).await.unwrap().token;
     assert!(store.authenticate(&token).await.unwrap().is_some());
     wait_until(Duration::from_secs(3), "the key to expire", || async {
         store.authenticate(&token).await.unwrap().is_none()
@@ -117,7 +132,7 @@ async fn an_expired_key_is_refused() {
 
     key.name = "late".into();
     key.expires_at = Some(Utc::now() - TimeDelta::seconds(1));
-    match store.create(&key).await {
+    match store.create(&key, &actor()).await {
         Err(KeyError::Invalid(invalid)) => assert_eq!(invalid.field, "expires_at"),
         other => panic!("{other:?}"),
     }
@@ -129,12 +144,12 @@ async fn a_key_revoked_on_another_node_is_refused_within_two_seconds() {
     let here = KeyStore::new(pool);
     let elsewhere = KeyStore::new(db.pool().await);
     let token = here
-        .create(&request("ci", vec![Grant::new(Scope::Read, "")]))
+        .create(&request("ci", vec![Grant::new(Scope::Read, "")]), &actor())
         .await
         .unwrap()
         .token;
     assert!(here.authenticate(&token).await.unwrap().is_some());
-    assert!(elsewhere.revoke("ci").await.unwrap());
+    assert!(elsewhere.revoke("ci", &actor()).await.unwrap());
     let started = Instant::now();
     // No `forget`: the notification is not wired here, as if it were lost.
     wait_until(REVOCATION_BOUND, "the revocation seen", || async {
@@ -150,12 +165,12 @@ async fn forget_refuses_a_revoked_key_at_once() {
     let here = KeyStore::new(pool);
     let elsewhere = KeyStore::new(db.pool().await);
     let token = here
-        .create(&request("ci", vec![Grant::new(Scope::Read, "")]))
+        .create(&request("ci", vec![Grant::new(Scope::Read, "")]), &actor())
         .await
         .unwrap()
         .token;
     assert!(here.authenticate(&token).await.unwrap().is_some());
-    assert!(elsewhere.revoke("ci").await.unwrap());
+    assert!(elsewhere.revoke("ci", &actor()).await.unwrap());
     here.forget("ci");
     assert_eq!(here.authenticate(&token).await.unwrap(), None);
     // The revoking node's own cache forgot it too.
@@ -167,12 +182,12 @@ async fn a_revocation_is_announced_on_the_cluster_channel() {
     let (db, pool) = migrated().await;
     let store = KeyStore::new(pool);
     store
-        .create(&request("ci", vec![Grant::new(Scope::Read, "")]))
+        .create(&request("ci", vec![Grant::new(Scope::Read, "")]), &actor())
         .await
         .unwrap();
     let mut listener = sqlx::postgres::PgListener::connect(db.url()).await.unwrap();
     listener.listen("strata_cluster").await.unwrap();
-    assert!(store.revoke("ci").await.unwrap());
+    assert!(store.revoke("ci", &actor()).await.unwrap());
     let heard = tokio::time::timeout(Duration::from_secs(10), listener.recv())
         .await
         .expect("a notification")
@@ -185,24 +200,27 @@ async fn names_are_unique_and_revocation_keeps_its_first_time() {
     let (_db, pool) = migrated().await;
     let store = KeyStore::new(pool);
     store
-        .create(&request("ci", vec![Grant::new(Scope::Read, "")]))
+        .create(&request("ci", vec![Grant::new(Scope::Read, "")]), &actor())
         .await
         .unwrap();
     match store
-        .create(&request("ci", vec![Grant::new(Scope::Admin, "")]))
+        .create(&request("ci", vec![Grant::new(Scope::Admin, "")]), &actor())
         .await
     {
         Err(KeyError::NameTaken { name }) => assert_eq!(name, "ci"),
         other => panic!("{other:?}"),
     }
-    match store.create(&request("ci 2", vec![])).await {
+    match store.create(&request("ci 2", vec![]), &actor()).await {
         Err(KeyError::Invalid(invalid)) => assert_eq!(invalid.field, "name"),
         other => panic!("{other:?}"),
     }
-    assert!(!store.revoke("nobody").await.unwrap());
-    assert!(store.revoke("ci").await.unwrap());
+    assert!(!store.revoke("nobody", &actor()).await.unwrap());
+    assert!(store.revoke("ci", &actor()).await.unwrap());
     let first = store.list().await.unwrap()[0].revoked_at.expect("revoked");
-    assert!(store.revoke("ci").await.unwrap(), "a repeat finds the key");
+    assert!(
+        store.revoke("ci", &actor()).await.unwrap(),
+        "a repeat finds the key"
+    );
     let keys = store.list().await.unwrap();
     assert_eq!(keys.len(), 1);
     assert_eq!(keys[0].revoked_at, Some(first));
