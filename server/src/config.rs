@@ -158,7 +158,8 @@ pub struct NodeArgs {
     #[arg(long, env = "STRATA_LIVE_BUFFER_BYTES", default_value_t = 64 << 20)]
     pub live_buffer_bytes: usize,
     /// Origins whose browser pages may call this API (CORS), comma-separated;
-    /// `*` for any. None by default.
+    /// these may send credentials (the session cookie). `*` alone for any
+    /// page, never with credentials. None by default.
     #[arg(long, env = "STRATA_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
     /// Log format.
@@ -424,6 +425,17 @@ impl NodeArgs {
             body: millis("--body-timeout-ms", self.body_timeout_ms)?,
             idle: millis("--idle-timeout-ms", self.idle_timeout_ms)?,
         };
+        // `*` never gets credentials and named origins do (`http::cors`):
+        // a list with both would silently drop them for the named ones.
+        if self.cors_origins.len() > 1 && self.cors_origins.iter().any(|o| o == "*") {
+            return Err(ConfigError::Invalid {
+                flag: "--cors-origins",
+                message: "`*` cannot be listed with named origins: `*` lets any page read \
+                          answers without credentials, named origins may send cookies and \
+                          `Authorization`; give one or the other"
+                    .into(),
+            });
+        }
         for origin in &self.cors_origins {
             let ok = origin == "*"
                 || ((origin.starts_with("http://") || origin.starts_with("https://"))
@@ -537,6 +549,10 @@ mod tests {
             (
                 &["--tls-cert", "/nonexistent/c.pem", "--tls-key", "k.pem"][..],
                 "--tls-cert",
+            ),
+            (
+                &["--cors-origins", "*,https://app.example"][..],
+                "--cors-origins",
             ),
         ] {
             let err = parse(args).validate().unwrap_err();

@@ -33,9 +33,11 @@
 //! database does not know are remembered as misses for the same second, in
 //! a map of their own (bounded, like the keys' map, at [`CACHE_CAPACITY`]),
 //! so made-up tokens cost one query per id and second and never keep a real
-//! key out of the cache.
+//! key out of the cache. The cache is `auth::cache`, shared in shape with
+//! the sessions' ([`super::sessions`]); a session's every use checks its
+//! key here too (`KeyStore::principal_of`), so a revocation ends the
+//! key's sessions with it.
 
-mod cache;
 mod token;
 
 use std::fmt;
@@ -51,9 +53,9 @@ use strata_core::names::{validate_resource_name, validate_stream_name};
 use strata_pg::audit::{self, Actor};
 use strata_pg::notify::{self, Channel, ClusterNotice};
 
-use self::cache::{Cache, CachedKey, Limits, Lookup};
-use self::token::Token;
+use self::token::{SecretHash, Token};
 use super::Principal;
+use super::cache::{Cache, Limits, Lookup};
 
 /// What every API key token starts with; a bearer token without it is not
 /// a key (a JWT, say).
@@ -179,7 +181,23 @@ pub fn validate(key: &CreateKey, now: DateTime<Utc>) -> Result<(), InvalidKey> {
 #[derive(Clone)]
 pub struct KeyStore {
     pool: PgPool,
-    cache: Arc<Cache>,
+    cache: Arc<Cache<CachedKey>>,
+}
+
+/// A key as the cache holds it: what a request needs to be checked, and
+/// the principal it then carries (shared, so a hit allocates nothing).
+struct CachedKey {
+    /// The SHA-256 of its secret.
+    secret_hash: SecretHash,
+    /// Its name, grants and expiry.
+    principal: Arc<Principal>,
+}
+
+impl CachedKey {
+    /// Whether the key has not expired at `now`.
+    fn current(&self, now: DateTime<Utc>) -> bool {
+        self.principal.expires_at.is_none_or(|at| at > now)
+    }
 }
 
 impl fmt::Debug for KeyStore {
@@ -189,6 +207,11 @@ impl fmt::Debug for KeyStore {
 }
 
 impl KeyStore {
+    /// The database the keys are in (the sessions' too).
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// A store on `pool` (with the schema applied) and an empty cache.
     pub fn new(pool: PgPool) -> KeyStore {
         KeyStore {
@@ -334,21 +357,47 @@ impl KeyStore {
         let Some(token) = Token::parse(token) else {
             return Ok(None);
         };
-        let key = match self.cache.get(token.id(), Instant::now()) {
+        Ok(self
+            .current(token.id())
+            .await?
+            .filter(|key| token.matches(&key.secret_hash))
+            .map(|key| Arc::clone(&key.principal)))
+    }
+
+    /// The principal of the unrevoked, unexpired key whose public id is
+    /// `id`, without a secret: for a session, whose secret was checked on
+    /// its own and which holds its key's id. Cached like
+    /// [`KeyStore::authenticate`], so a revocation reaches it as fast.
+    ///
+    /// # Errors
+    ///
+    /// When the key had to be read and the database failed.
+    pub(super) async fn principal_of(
+        &self,
+        id: &str,
+    ) -> Result<Option<Arc<Principal>>, sqlx::Error> {
+        Ok(self
+            .current(id)
+            .await?
+            .map(|key| Arc::clone(&key.principal)))
+    }
+
+    /// The key of `id` from the cache or the database, if it is neither
+    /// revoked nor expired.
+    async fn current(&self, id: &str) -> Result<Option<Arc<CachedKey>>, sqlx::Error> {
+        let key = match self.cache.get(id, Instant::now()) {
             Lookup::Found(key) => Some(key),
             Lookup::Missing => None,
-            Lookup::Unknown => self.load(token.id()).await?,
+            Lookup::Unknown => self.load(id).await?,
         };
-        Ok(key
-            .filter(|key| key.admits(&token, Utc::now()))
-            .map(|key| Arc::clone(&key.principal)))
+        Ok(key.filter(|key| key.current(Utc::now())))
     }
 
     /// Drops the key called `name` from this node's cache, so that its next
     /// use reads the database: what a node does on hearing
     /// [`ClusterNotice::KeyRevoked`].
     pub fn forget(&self, name: &str) {
-        self.cache.forget(name);
+        self.cache.forget(|_, key| key.principal.name == name);
     }
 
     /// Reads the unrevoked key of `id` into the cache.

@@ -1,6 +1,8 @@
 //! Who is asking and what they may do: API keys ([`keys`]), JWTs
-//! ([`jwt`]) and the principal a request carries once its credentials are
-//! checked.
+//! ([`jwt`]), browser sessions made from keys ([`sessions`]), and the
+//! principal a request carries once its [`Credentials`] are checked. Keys
+//! and sessions cache what they read for a second in the same kind of
+//! bounded cache (`cache.rs`).
 //!
 //! `auth` imports nothing else of the server; `http` (the one
 //! authorization decision) and the command line use it.
@@ -10,11 +12,24 @@ use std::sync::{Arc, LazyLock};
 use chrono::{DateTime, Utc};
 use strata_core::auth::{Grant, Scope};
 
+mod cache;
 pub mod jwt;
 pub mod keys;
+pub mod sessions;
 
 use jwt::{JwtVerifier, TokenError};
 use keys::KeyStore;
+use sessions::{NewSession, SessionError, SessionStore};
+
+/// What a request presents to say who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// `Authorization: Bearer <token>`: an API key.
+    Bearer(&'a str),
+    /// The value of the [`sessions::COOKIE`] cookie, from a request without
+    /// a bearer token (a browser's `EventSource`, say).
+    Session(&'a str),
+}
 
 /// The holder of checked credentials: a key or a token's subject, with its
 /// grants.
@@ -33,6 +48,7 @@ pub struct Principal {
 #[derive(Clone)]
 pub struct Authenticator {
     keys: KeyStore,
+    sessions: SessionStore,
     /// `Some`: bearer tokens that are not API keys are JWTs (`--jwt-jwks`).
     jwt: Option<JwtVerifier>,
     /// `false`: `--auth none`, everyone is [`Principal::anonymous`].
@@ -45,6 +61,7 @@ impl Authenticator {
     /// [`Principal::anonymous`]; `keys` is still there to be managed.
     pub fn open(keys: KeyStore) -> Authenticator {
         Authenticator {
+            sessions: SessionStore::new(keys.pool().clone()),
             keys,
             jwt: None,
             required: false,
@@ -56,6 +73,7 @@ impl Authenticator {
     /// `public_metrics`.
     pub fn keys(keys: KeyStore, public_metrics: bool) -> Authenticator {
         Authenticator {
+            sessions: SessionStore::new(keys.pool().clone()),
             keys,
             jwt: None,
             required: true,
@@ -75,34 +93,66 @@ impl Authenticator {
         &self.keys
     }
 
+    /// The node's browser sessions.
+    pub fn sessions(&self) -> &SessionStore {
+        &self.sessions
+    }
+
+    /// Whether requests need credentials at all (`false`: `--auth none`).
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
     /// Whether `/metrics` needs no credentials.
     pub fn public_metrics(&self) -> bool {
         self.public_metrics
     }
 
-    /// Who `token` (a bearer token, if the request had one) belongs to;
-    /// `None` when it is missing, or an API key that is unknown, revoked or
-    /// expired. A token without the `strata_` prefix is a JWT when JWTs are
-    /// taken, else unknown.
+    /// Who `credentials` (if the request had any) belong to; `None` when
+    /// they are missing, or an API key or session that is unknown, revoked
+    /// or expired. A bearer token without the `strata_` prefix is a JWT
+    /// when JWTs are taken, else unknown. A session is its key's principal,
+    /// and only while the key itself would be accepted.
     ///
     /// # Errors
     ///
     /// [`AuthError::Token`]: a JWT was refused (the error says why);
-    /// [`AuthError::Database`]: the database failed while a key was looked
-    /// up.
+    /// [`AuthError::Database`]: the database failed while a key or session
+    /// was looked up.
     pub async fn authenticate(
         &self,
-        token: Option<&str>,
+        credentials: Option<Credentials<'_>>,
     ) -> Result<Option<Arc<Principal>>, AuthError> {
         static ANONYMOUS: LazyLock<Arc<Principal>> =
             LazyLock::new(|| Arc::new(Principal::anonymous()));
-        match (token, &self.jwt) {
+        match (credentials, &self.jwt) {
             _ if !self.required => Ok(Some(Arc::clone(&ANONYMOUS))),
             (None, _) => Ok(None),
-            (Some(token), Some(jwt)) if !token.starts_with(keys::TOKEN_PREFIX) => {
+            (Some(Credentials::Bearer(token)), Some(jwt))
+                if !token.starts_with(keys::TOKEN_PREFIX) =>
+            {
                 Ok(Some(Arc::new(jwt.verify(token).await?)))
             }
-            (Some(token), _) => Ok(self.keys.authenticate(token).await?),
+            (Some(Credentials::Bearer(token)), _) => Ok(self.keys.authenticate(token).await?),
+            (Some(Credentials::Session(cookie)), _) => match self.sessions.key_of(cookie).await? {
+                Some(key_id) => Ok(self.keys.principal_of(&key_id).await?),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Starts a browser session of the API key `token`: `None` when the
+    /// token is no valid key (a session is made from a key, never from a
+    /// session or a JWT).
+    ///
+    /// # Errors
+    ///
+    /// See [`SessionStore::start`]; a failed key lookup is
+    /// [`SessionError::Database`].
+    pub async fn start_session(&self, token: &str) -> Result<Option<NewSession>, SessionError> {
+        match self.keys.authenticate(token).await? {
+            Some(key) => self.sessions.start(&key, Utc::now()).await.map(Some),
+            None => Ok(None),
         }
     }
 
@@ -133,8 +183,8 @@ pub enum AuthError {
     /// A JWT was refused: a `401` whose message says why.
     #[error(transparent)]
     Token(#[from] TokenError),
-    /// The database failed while an API key was looked up.
-    #[error("the database failed while an API key was looked up")]
+    /// The database failed while an API key or a session was looked up.
+    #[error("the database failed while an API key or a session was looked up")]
     Database(#[from] sqlx::Error),
 }
 

@@ -24,7 +24,7 @@ use strata_core::subscription::Source;
 use super::AppState;
 use super::error::ApiError;
 use super::quota::Quotas;
-use crate::auth::{AuthError, Authenticator, Principal, Target};
+use crate::auth::{AuthError, Authenticator, Credentials, Principal, Target};
 use crate::config::QuotaSettings;
 use crate::store::{self, StoreError};
 
@@ -238,12 +238,12 @@ pub(super) async fn authorize(
     if need == Need::Open {
         return next.run(request).await;
     }
-    let token = bearer(request.headers());
-    let principal = match state.gate.auth.authenticate(token).await {
+    let credentials = credentials(request.headers());
+    let principal = match state.gate.auth.authenticate(credentials).await {
         Ok(Some(principal)) => principal,
         Ok(None) => {
             return ApiError::Unauthorized {
-                presented: token.is_some(),
+                presented: credentials.is_some(),
             }
             .into_response();
         }
@@ -309,6 +309,27 @@ fn streaming(method: &Method, route: &str) -> bool {
         )
 }
 
+/// What a request presents: its bearer token, or, when it has none, its
+/// session cookie (a bearer token is never passed over for a cookie).
+pub fn credentials(headers: &axum::http::HeaderMap) -> Option<Credentials<'_>> {
+    bearer(headers)
+        .map(Credentials::Bearer)
+        .or_else(|| session_cookie(headers).map(Credentials::Session))
+}
+
+/// The value of the session cookie among a request's `Cookie` headers (the
+/// first, should there be several).
+pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == crate::auth::sessions::COOKIE)
+        .map(|(_, value)| value.trim())
+}
+
 /// The bearer token of a request's `Authorization` header.
 pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
     headers
@@ -317,4 +338,55 @@ pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
         .ok()?
         .strip_prefix("Bearer ")
         .map(str::trim)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn a_bearer_token_wins_over_a_cookie() {
+        let both = headers(&[
+            (header::AUTHORIZATION, "Bearer strata_x"),
+            (header::COOKIE, "strata_session=abc"),
+        ]);
+        assert_eq!(credentials(&both), Some(Credentials::Bearer("strata_x")));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        for (cookies, expected) in [
+            (&["strata_session=abc"][..], Some("abc")),
+            (
+                &["theme=dark; strata_session=abc; lang=en"][..],
+                Some("abc"),
+            ),
+            (&["theme=dark", "strata_session=abc"][..], Some("abc")),
+            (&["strata_session_old=x; xstrata_session=y"][..], None),
+            (&["strata_session"][..], None),
+            (&[][..], None),
+        ] {
+            let map = headers(
+                &cookies
+                    .iter()
+                    .map(|c| (header::COOKIE, *c))
+                    .collect::<Vec<_>>(),
+            );
+            assert_eq!(
+                credentials(&map),
+                expected.map(Credentials::Session),
+                "{cookies:?}"
+            );
+        }
+    }
 }

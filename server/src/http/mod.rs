@@ -17,6 +17,7 @@ pub mod ops;
 pub mod projections;
 pub mod quota;
 mod routes;
+pub mod sessions;
 pub mod snapshots;
 pub mod sse;
 pub mod streams;
@@ -35,7 +36,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::PgPool;
 use tokio::sync::{Semaphore, watch};
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::cors::{AllowCredentials, AllowOrigin, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::Limits;
@@ -79,28 +80,42 @@ pub struct AppState {
     pub forwarder: reqwest::Client,
     /// Who may call, decided for every request by [`authorize::authorize`].
     pub gate: authorize::Gate,
-    /// Whether the node serves HTTPS only (`--tls-cert`): a cookie set
-    /// under TLS carries `Secure`.
+    /// Whether the node serves HTTPS only (`--tls-cert`): a session cookie
+    /// set under TLS carries `Secure`.
     pub serves_tls: bool,
 }
 
 /// Cross-origin access for browser pages (an `EventSource` on another
 /// origin, say): none unless origins were configured.
+///
+/// Named origins may send credentials (`Access-Control-Allow-Credentials:
+/// true`: the session cookie, or `Authorization`); `*` lets any page read
+/// answers but never with credentials — a page anywhere could otherwise
+/// act with a visitor's session. The configuration refuses `*` mixed with
+/// named origins at start (`config`), so `*` here stands alone.
 fn cors(origins: &[String]) -> CorsLayer {
     let layer = CorsLayer::new()
         .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
         .allow_headers([
+            header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::HeaderName::from_static("last-event-id"),
         ])
         .expose_headers([header::RETRY_AFTER]);
     if origins.iter().any(|o| o == "*") {
-        layer.allow_origin(AllowOrigin::any())
-    } else {
-        layer.allow_origin(AllowOrigin::list(
-            origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
-        ))
+        return layer.allow_origin(AllowOrigin::any());
     }
+    let named: Arc<[HeaderValue]> = origins
+        .iter()
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    let allowed = Arc::clone(&named);
+    layer
+        .allow_origin(AllowOrigin::list(named.iter().cloned()))
+        // Only where the origin is allowed too: a stranger gets neither.
+        .allow_credentials(AllowCredentials::predicate(move |origin, _| {
+            allowed.contains(origin)
+        }))
 }
 
 /// All routes, with their middleware.

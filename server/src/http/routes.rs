@@ -8,7 +8,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::{
-    AppState, all, cluster, keys, openapi, ops, projections, snapshots, sse, streams, subscriptions,
+    AppState, all, cluster, keys, openapi, ops, projections, sessions, snapshots, sse, streams,
+    subscriptions,
 };
 
 /// Every endpoint with its OpenAPI operation. One `routes!` per path:
@@ -49,6 +50,7 @@ pub(super) fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(projections::rebuild))
         .routes(routes!(keys::create_key, keys::list_keys))
         .routes(routes!(keys::revoke_key))
+        .routes(routes!(sessions::create_session, sessions::end_session))
         .routes(routes!(ops::health_live))
         .routes(routes!(ops::health_ready))
         .routes(routes!(ops::metrics))
@@ -119,7 +121,6 @@ mod tests {
             database: crate::health::DatabaseHealth::up(),
             follower_calls: crate::config::FollowerCalls::Proxy,
             forwarder: reqwest::Client::new(),
-            serves_tls: false,
             gate: crate::http::authorize::Gate::new(
                 crate::auth::Authenticator::open(crate::auth::keys::KeyStore::new(pool.clone())),
                 crate::config::QuotaSettings {
@@ -128,6 +129,7 @@ mod tests {
                     sse_total: 10,
                 },
             ),
+            serves_tls: false,
             pool,
         };
         (state, stop)

@@ -43,6 +43,8 @@ mod repeats;
 mod sdk;
 /// The SDK's cqrs-es adapter.
 mod sdk_cqrs;
+/// Browser sessions: the cookie, its grants and end, CORS credentials.
+mod sessions;
 /// Snapshots.
 mod snapshots;
 /// Persistent subscriptions on one node.

@@ -1,47 +1,31 @@
-//! The in-memory side of [`KeyStore::authenticate`](super::KeyStore::authenticate):
-//! keys by id, each trusted for a short time (`ttl`) after it was read.
+//! The in-memory side of checking credentials: entries by id (an API
+//! key's public id, a session's digest), each trusted for a short time
+//! (`ttl`) after it was read from the database. [`KeyStore`] and
+//! [`SessionStore`] each hold one; what an entry holds is theirs.
 //!
-//! Two maps, each bounded by `capacity`: keys found, and ids the database
-//! did not know (or whose key is revoked). Made-up ids fill only the second,
-//! so a flood of them never pushes a real key out or keeps one from being
-//! cached. A full map first drops the entries older than `ttl` (at most four
-//! times per `ttl`, so a flood does not make every insert a scan); when none
-//! is, the new entry is simply not cached and the next request reads the
-//! database again.
+//! Two maps, each bounded by `capacity`: entries found, and ids the database
+//! did not know (or whose row no longer counts: a revoked key, an ended
+//! session). Made-up ids fill only the second, so a flood of them never
+//! pushes a real entry out or keeps one from being cached. A full map first
+//! drops the entries older than `ttl` (at most four times per `ttl`, so a
+//! flood does not make every insert a scan); when none is, the new entry is
+//! simply not cached and the next request reads the database again.
 //!
 //! A read of the database that started before a [`Cache::forget`] does not
-//! fill the cache: it may have seen the key before its revocation.
+//! fill the cache: it may have seen the row before its revocation or end.
+//!
+//! [`KeyStore`]: super::keys::KeyStore
+//! [`SessionStore`]: super::sessions::SessionStore
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
-use super::token::{SecretHash, Token};
-use crate::auth::Principal;
-
-/// A key as the cache holds it: what a request needs to be checked, and
-/// the principal it then carries (shared, so a hit allocates nothing).
-pub(super) struct CachedKey {
-    /// The SHA-256 of its secret.
-    pub(super) secret_hash: SecretHash,
-    /// Its name, grants and expiry.
-    pub(super) principal: Arc<Principal>,
-}
-
-impl CachedKey {
-    /// Whether `token` is this key's and the key has not expired at `now`.
-    pub(super) fn admits(&self, token: &Token, now: DateTime<Utc>) -> bool {
-        token.matches(&self.secret_hash) && self.principal.expires_at.is_none_or(|at| at > now)
-    }
-}
-
 /// What the cache knows of an id.
-pub(super) enum Lookup {
-    /// A key, read less than `ttl` ago.
-    Found(Arc<CachedKey>),
-    /// No usable key, as of less than `ttl` ago.
+pub(super) enum Lookup<V> {
+    /// An entry, read less than `ttl` ago.
+    Found(Arc<V>),
+    /// Nothing usable, as of less than `ttl` ago.
     Missing,
     /// Nothing recent: read the database.
     Unknown,
@@ -52,47 +36,47 @@ pub(super) enum Lookup {
 pub(super) struct Limits {
     /// Age after which an entry is read again.
     pub(super) ttl: Duration,
-    /// Most keys held, and most missing ids held.
+    /// Most entries held, and most missing ids held.
     pub(super) capacity: usize,
 }
 
-/// The cache; shared by every clone of a `KeyStore`.
-pub(super) struct Cache {
+/// The cache; shared by every clone of the store that owns it.
+pub(super) struct Cache<V> {
     limits: Limits,
-    state: Mutex<State>,
+    state: Mutex<State<V>>,
 }
 
-struct State {
-    keys: Bounded<Arc<CachedKey>>,
+struct State<V> {
+    found: Bounded<Arc<V>>,
     missing: Bounded<()>,
     /// Counts [`Cache::forget`] calls; see [`Cache::epoch`].
     epoch: u64,
 }
 
-impl Cache {
+impl<V> Cache<V> {
     /// An empty cache.
-    pub(super) fn new(limits: Limits) -> Cache {
+    pub(super) fn new(limits: Limits) -> Cache<V> {
         Cache {
             limits,
             state: Mutex::new(State {
-                keys: Bounded::default(),
+                found: Bounded::default(),
                 missing: Bounded::default(),
                 epoch: 0,
             }),
         }
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    fn state(&self) -> MutexGuard<'_, State<V>> {
         // Nothing panics while the lock is held; a poisoned state is whole.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// What is known of `id` at `now`.
-    pub(super) fn get(&self, id: &str, now: Instant) -> Lookup {
+    pub(super) fn get(&self, id: &str, now: Instant) -> Lookup<V> {
         let state = self.state();
         let ttl = self.limits.ttl;
-        if let Some(key) = state.keys.get(id, now, ttl) {
-            Lookup::Found(Arc::clone(key))
+        if let Some(value) = state.found.get(id, now, ttl) {
+            Lookup::Found(Arc::clone(value))
         } else if state.missing.get(id, now, ttl).is_some() {
             Lookup::Missing
         } else {
@@ -105,42 +89,43 @@ impl Cache {
         self.state().epoch
     }
 
-    /// Records what the database said of `id` (`None`: no usable key),
-    /// unless a key was forgotten since `epoch` was taken.
-    pub(super) fn put(&self, id: &str, key: Option<Arc<CachedKey>>, epoch: u64, now: Instant) {
+    /// Records what the database said of `id` (`None`: nothing usable),
+    /// unless something was forgotten since `epoch` was taken.
+    pub(super) fn put(&self, id: &str, value: Option<Arc<V>>, epoch: u64, now: Instant) {
         let mut state = self.state();
         if state.epoch != epoch {
             return;
         }
         let Limits { ttl, capacity } = self.limits;
-        match key {
-            Some(key) => {
+        match value {
+            Some(value) => {
                 state.missing.remove(id);
-                state.keys.insert(id, key, now, ttl, capacity);
+                state.found.insert(id, value, now, ttl, capacity);
             }
             None => {
-                state.keys.remove(id);
+                state.found.remove(id);
                 state.missing.insert(id, (), now, ttl, capacity);
             }
         }
     }
 
-    /// Drops the key called `name`, and keeps reads already under way from
-    /// putting it back.
-    pub(super) fn forget(&self, name: &str) {
+    /// Drops the entries `drop` picks (by id and value), so that their next
+    /// use reads the database, and keeps reads already under way from
+    /// putting anything back.
+    pub(super) fn forget(&self, mut drop: impl FnMut(&str, &V) -> bool) {
         let mut state = self.state();
         state.epoch += 1;
         state
-            .keys
+            .found
             .entries
-            .retain(|_, (_, key)| key.principal.name != name);
+            .retain(|id, (_, value)| !drop(id, value));
     }
 
-    /// Keys and missing ids held (stale ones included).
+    /// Entries and missing ids held (stale ones included).
     #[cfg(test)]
     pub(super) fn len(&self) -> (usize, usize) {
         let state = self.state();
-        (state.keys.entries.len(), state.missing.entries.len())
+        (state.found.entries.len(), state.missing.entries.len())
     }
 }
 
@@ -192,24 +177,17 @@ mod tests {
 
     const TTL: Duration = Duration::from_secs(1);
 
-    fn cache(capacity: usize) -> Cache {
+    fn cache(capacity: usize) -> Cache<String> {
         Cache::new(Limits { ttl: TTL, capacity })
     }
 
-    fn key(name: &str) -> Arc<CachedKey> {
-        Arc::new(CachedKey {
-            secret_hash: [0; 32],
-            principal: Arc::new(Principal {
-                name: name.into(),
-                grants: Vec::new(),
-                expires_at: None,
-            }),
-        })
+    fn entry(name: &str) -> Arc<String> {
+        Arc::new(name.to_owned())
     }
 
-    fn found(lookup: Lookup) -> Option<String> {
+    fn found(lookup: Lookup<String>) -> Option<String> {
         match lookup {
-            Lookup::Found(key) => Some(key.principal.name.clone()),
+            Lookup::Found(value) => Some(value.as_ref().clone()),
             _ => None,
         }
     }
@@ -219,7 +197,7 @@ mod tests {
         let cache = cache(10);
         let t0 = Instant::now();
         assert!(matches!(cache.get("a", t0), Lookup::Unknown));
-        cache.put("a", Some(key("ka")), cache.epoch(), t0);
+        cache.put("a", Some(entry("ka")), cache.epoch(), t0);
         cache.put("b", None, cache.epoch(), t0);
         assert_eq!(found(cache.get("a", t0 + TTL / 2)), Some("ka".into()));
         assert!(matches!(cache.get("b", t0 + TTL / 2), Lookup::Missing));
@@ -228,11 +206,11 @@ mod tests {
     }
 
     #[test]
-    fn a_key_read_again_replaces_its_miss_and_back() {
+    fn an_entry_read_again_replaces_its_miss_and_back() {
         let cache = cache(10);
         let t0 = Instant::now();
         cache.put("a", None, cache.epoch(), t0);
-        cache.put("a", Some(key("ka")), cache.epoch(), t0);
+        cache.put("a", Some(entry("ka")), cache.epoch(), t0);
         assert_eq!(found(cache.get("a", t0)), Some("ka".into()));
         cache.put("a", None, cache.epoch(), t0);
         assert!(matches!(cache.get("a", t0), Lookup::Missing));
@@ -240,31 +218,31 @@ mod tests {
     }
 
     #[test]
-    fn forget_drops_the_key_and_voids_reads_under_way() {
+    fn forget_drops_the_entry_and_voids_reads_under_way() {
         let cache = cache(10);
         let t0 = Instant::now();
-        cache.put("a", Some(key("ka")), cache.epoch(), t0);
-        cache.put("b", Some(key("kb")), cache.epoch(), t0);
+        cache.put("a", Some(entry("ka")), cache.epoch(), t0);
+        cache.put("b", Some(entry("kb")), cache.epoch(), t0);
         let before = cache.epoch();
-        cache.forget("ka");
+        cache.forget(|_, name| name == "ka");
         assert!(matches!(cache.get("a", t0), Lookup::Unknown));
         assert_eq!(found(cache.get("b", t0)), Some("kb".into()));
         // A read that began before the revocation was heard.
-        cache.put("a", Some(key("ka")), before, t0);
+        cache.put("a", Some(entry("ka")), before, t0);
         assert!(matches!(cache.get("a", t0), Lookup::Unknown));
         cache.put("a", None, cache.epoch(), t0);
         assert!(matches!(cache.get("a", t0), Lookup::Missing));
     }
 
     #[test]
-    fn made_up_ids_never_keep_a_real_key_out() {
+    fn made_up_ids_never_keep_a_real_entry_out() {
         let cache = cache(3);
         let t0 = Instant::now();
         for i in 0..100 {
             cache.put(&format!("fake{i}"), None, cache.epoch(), t0);
         }
         assert_eq!(cache.len(), (0, 3));
-        cache.put("real", Some(key("k")), cache.epoch(), t0);
+        cache.put("real", Some(entry("k")), cache.epoch(), t0);
         assert_eq!(found(cache.get("real", t0)), Some("k".into()));
     }
 
@@ -272,19 +250,30 @@ mod tests {
     fn a_full_map_makes_room_from_stale_entries_only() {
         let cache = cache(2);
         let t0 = Instant::now();
-        cache.put("a", Some(key("ka")), cache.epoch(), t0);
-        cache.put("b", Some(key("kb")), cache.epoch(), t0 + TTL / 2);
+        cache.put("a", Some(entry("ka")), cache.epoch(), t0);
+        cache.put("b", Some(entry("kb")), cache.epoch(), t0 + TTL / 2);
         // Full of fresh entries: the newcomer is not cached.
-        cache.put("c", Some(key("kc")), cache.epoch(), t0 + TTL / 2);
+        cache.put("c", Some(entry("kc")), cache.epoch(), t0 + TTL / 2);
         assert!(matches!(cache.get("c", t0 + TTL / 2), Lookup::Unknown));
         // Once `a` is stale (and a sweep is due), it makes room.
         let later = t0 + TTL + TTL / 4;
-        cache.put("c", Some(key("kc")), cache.epoch(), later);
+        cache.put("c", Some(entry("kc")), cache.epoch(), later);
         assert_eq!(found(cache.get("c", later)), Some("kc".into()));
         assert_eq!(found(cache.get("b", later)), Some("kb".into()));
         assert_eq!(cache.len(), (2, 0));
-        // A key already held is refreshed even when the map is full.
-        cache.put("b", Some(key("kb2")), cache.epoch(), later);
+        // An entry already held is refreshed even when the map is full.
+        cache.put("b", Some(entry("kb2")), cache.epoch(), later);
         assert_eq!(found(cache.get("b", later)), Some("kb2".into()));
+    }
+
+    #[test]
+    fn forget_can_pick_entries_by_id() {
+        let cache = cache(10);
+        let t0 = Instant::now();
+        cache.put("a", Some(entry("x")), cache.epoch(), t0);
+        cache.put("b", Some(entry("x")), cache.epoch(), t0);
+        cache.forget(|id, _| id == "a");
+        assert!(matches!(cache.get("a", t0), Lookup::Unknown));
+        assert_eq!(found(cache.get("b", t0)), Some("x".into()));
     }
 }
