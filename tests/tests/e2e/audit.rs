@@ -35,6 +35,21 @@ async fn next_recorded(live: &mut Sse) -> Value {
     }
 }
 
+/// `POST path` to a subscription's leader, again while it answers `503`:
+/// after an update the leader restarts the subscription in its new
+/// generation and answers `503` (retry shortly) until it runs; a client
+/// retries, and so does this.
+async fn at_leader(api: &Api, path: &str, body: Value) -> strata_tests::Reply {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let reply = api.post(path, &body).await;
+        if reply.status != StatusCode::SERVICE_UNAVAILABLE || std::time::Instant::now() > deadline {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn types(trail: &[Value]) -> Vec<&str> {
     trail.iter().map(|e| e["type"].as_str().unwrap()).collect()
 }
@@ -97,11 +112,9 @@ async fn every_admin_action_appends_one_event_and_refusals_none() {
         StatusCode::CONFLICT
     );
     leader(&api, "s").await;
-    let reset = api
-        .post("/subscriptions/s/reset", &json!({"to": "start"}))
-        .await;
+    let reset = at_leader(&api, "/subscriptions/s/reset", json!({"to": "start"})).await;
     assert_eq!(reset.status, StatusCode::NO_CONTENT, "{:?}", reset.body);
-    let replayed = api.post("/subscriptions/s/parked/replay", &json!({})).await;
+    let replayed = at_leader(&api, "/subscriptions/s/parked/replay", json!({})).await;
     assert_eq!(replayed.status, StatusCode::OK, "{:?}", replayed.body);
     assert_eq!(
         api.delete("/subscriptions/s").await.status,
