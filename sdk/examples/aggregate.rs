@@ -1,10 +1,16 @@
 //! An aggregate on Strata: a shopping cart, its commands run through a
 //! `Repository` with snapshots, correlation ids and conflict retries.
 //!
+//! With `strata serve`, give a key in `STRATA_TOKEN` (and `STRATA_CA` for a
+//! private CA); `strata dev` needs neither.
+//!
 //! ```sh
 //! cargo run --release -p strata-server -- dev          # in another terminal
 //! cargo run -p strata-sdk --example aggregate -- http://127.0.0.1:7700
 //! ```
+
+#[path = "common/mod.rs"]
+mod common;
 
 use serde::{Deserialize, Serialize};
 use strata_sdk::{Aggregate, Client, CommandContext, CommandError, Repository};
@@ -80,7 +86,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "http://127.0.0.1:7700".into());
-    let carts = Repository::<Cart>::new(Client::new(url)?)
+    let carts = Repository::<Cart>::new(common::from_env(Client::builder(url))?.build()?)
         .snapshot_every(10)
         .conflict_retries(5);
     let id = uuid::Uuid::new_v4().simple().to_string();

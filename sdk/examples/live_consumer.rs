@@ -3,9 +3,15 @@
 //! the last position to resume; kill the server meanwhile and it reconnects
 //! and resumes by itself.
 //!
+//! With `strata serve`, give a key in `STRATA_TOKEN` (and `STRATA_CA` for a
+//! private CA); `strata dev` needs neither.
+//!
 //! ```sh
 //! cargo run -p strata-sdk --example live_consumer -- http://127.0.0.1:7700 [category] [from]
 //! ```
+
+#[path = "common/mod.rs"]
+mod common;
 
 use futures::StreamExt;
 use strata_sdk::{Client, LiveMessage, SubscribeAll, SubscribeFrom};
@@ -21,7 +27,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(p) => SubscribeFrom::At(p.parse()?),
         None => SubscribeFrom::Start,
     };
-    let client = Client::new(url)?;
+    let client = common::from_env(Client::builder(url))?.build()?;
     let mut live = client.subscribe_all(&SubscribeAll {
         from,
         categories,

@@ -2,9 +2,15 @@
 //! subscription if needed, then handles and acks deliveries. Run several to
 //! share the work; kill the leader node and they carry on with the next one.
 //!
+//! With `strata serve`, give a key in `STRATA_TOKEN` (and `STRATA_CA` for a
+//! private CA); `strata dev` needs neither.
+//!
 //! ```sh
 //! cargo run -p strata-sdk --example persistent_consumer -- http://127.0.0.1:7700 [more node URLs…]
 //! ```
+
+#[path = "common/mod.rs"]
+mod common;
 
 use futures::StreamExt;
 use strata_sdk::{Client, NackAction, PartitionBy, Source, StartFrom, SubscriptionSettings};
@@ -15,9 +21,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let first = nodes
         .next()
         .unwrap_or_else(|| "http://127.0.0.1:7700".into());
-    let client = nodes
-        .fold(Client::builder(first), |b, url| b.node(url))
-        .build()?;
+    let client =
+        common::from_env(nodes.fold(Client::builder(first), |b, url| b.node(url)))?.build()?;
 
     let settings = SubscriptionSettings {
         source: Source::Category("account".into()),
