@@ -307,6 +307,16 @@ async fn every_subscription_method() {
             positions.push(delivery.position());
         }
     }
+    // The second PUT changed nothing: the subscription was not restarted
+    // (a restart voids the deliveries out, and they go out again).
+    assert_eq!(
+        node.logs()
+            .matches(r#""message":"leading subscription""#)
+            .count(),
+        1,
+        "{}",
+        node.logs()
+    );
     let deadline = tokio::time::Instant::now() + T;
     loop {
         let s = c.get_subscription(name).await.unwrap();

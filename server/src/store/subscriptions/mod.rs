@@ -115,6 +115,9 @@ pub enum Put {
 }
 
 /// Creates the subscription, or updates its settings (its progress stays).
+/// Only an update that changes a setting starts a new generation (its
+/// leader restarts it, and deliveries out become void): a client that
+/// repeats its `PUT` at every start disturbs nothing.
 /// `start_from` only applies at creation: an update with `check_start_from`
 /// (the request gave one) must repeat the stored one, or nothing changes.
 /// What it did is in the audit trail (`SubscriptionCreated`,
@@ -138,7 +141,11 @@ pub async fn put_subscription(
              CASE WHEN $8::bigint IS NULL THEN (SELECT position FROM all_head) ELSE $8 END) \
          ON CONFLICT (name) DO UPDATE SET source = excluded.source, partition_by = excluded.partition_by, \
              max_in_flight = excluded.max_in_flight, ack_timeout_ms = excluded.ack_timeout_ms, \
-             max_retries = excluded.max_retries, generation = s.generation + 1, \
+             max_retries = excluded.max_retries, \
+             generation = s.generation + CASE WHEN (s.source, s.partition_by, s.max_in_flight, \
+                 s.ack_timeout_ms, s.max_retries) IS DISTINCT FROM (excluded.source, \
+                 excluded.partition_by, excluded.max_in_flight, excluded.ack_timeout_ms, \
+                 excluded.max_retries) THEN 1 ELSE 0 END, \
              updated_at = clock_timestamp() \
          WHERE NOT $9 OR s.start_from = excluded.start_from \
          RETURNING (xmax = 0) AS created",
