@@ -102,8 +102,15 @@ async fn every_admin_action_appends_one_event_and_refusals_none() {
         api.put("/subscriptions/s", &settings).await.status,
         StatusCode::CREATED
     );
+    // A PUT repeating the settings changes nothing and writes nothing; one
+    // that changes a setting is an update.
     assert_eq!(
         api.put("/subscriptions/s", &settings).await.status,
+        StatusCode::OK
+    );
+    let wider = json!({"source": {"category": "acct"}, "partition_by": "none", "max_in_flight": 7});
+    assert_eq!(
+        api.put("/subscriptions/s", &wider).await.status,
         StatusCode::OK
     );
     let moved = json!({"source": {"category": "acct"}, "start_from": "end"});
@@ -178,6 +185,7 @@ async fn every_admin_action_appends_one_event_and_refusals_none() {
         trail[3]["data"]["settings"]["source"],
         json!({"category": "acct"})
     );
+    assert_eq!(trail[4]["data"]["settings"]["max_in_flight"], 7);
     assert_eq!(trail[5]["data"], json!({"name": "s", "from": 1}));
     assert_eq!(trail[6]["data"], json!({"name": "s", "replayed": 0}));
     assert_eq!(trail[10]["data"], json!({"name": "account_balances"}));

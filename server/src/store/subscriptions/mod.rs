@@ -121,7 +121,8 @@ pub enum Put {
 /// `start_from` only applies at creation: an update with `check_start_from`
 /// (the request gave one) must repeat the stored one, or nothing changes.
 /// What it did is in the audit trail (`SubscriptionCreated`,
-/// `SubscriptionUpdated`), in its transaction.
+/// `SubscriptionUpdated`), in its transaction; an update that changes no
+/// setting writes no entry.
 ///
 /// # Errors
 ///
@@ -134,7 +135,14 @@ pub async fn put_subscription(
     actor: &Actor,
 ) -> Result<Put, StoreError> {
     let mut tx = pool.begin().await?;
-    let created: Option<bool> = sqlx::query_scalar(
+    // The generation before: an update that changes nothing leaves it, and
+    // is no admin action for the audit trail.
+    let before: Option<i64> =
+        sqlx::query_scalar("SELECT generation FROM subscriptions WHERE name = $1 FOR UPDATE")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let upserted: Option<(bool, i64)> = sqlx::query_as(
         "INSERT INTO subscriptions AS s (name, source, start_from, partition_by, max_in_flight, \
              ack_timeout_ms, max_retries, checkpoint) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, \
@@ -148,7 +156,7 @@ pub async fn put_subscription(
                  excluded.max_retries) THEN 1 ELSE 0 END, \
              updated_at = clock_timestamp() \
          WHERE NOT $9 OR s.start_from = excluded.start_from \
-         RETURNING (xmax = 0) AS created",
+         RETURNING (xmax = 0) AS created, generation",
     )
     .bind(name)
     .bind(Json(&settings.source))
@@ -165,9 +173,9 @@ pub async fn put_subscription(
     .bind(check_start_from)
     .fetch_optional(&mut *tx)
     .await?;
-    let put = match created {
-        Some(true) => Put::Created,
-        Some(false) => Put::Updated,
+    let put = match upserted {
+        Some((true, _)) => Put::Created,
+        Some((false, _)) => Put::Updated,
         None => {
             // The conflicting row is locked by the statement above until
             // the end of this transaction: this is the value it compared.
@@ -179,10 +187,11 @@ pub async fn put_subscription(
             Put::StartFromDiffers(stored)
         }
     };
+    let changed = upserted.is_some_and(|(_, generation)| Some(generation) != before);
     let action = match put {
         Put::Created => Some("SubscriptionCreated"),
-        Put::Updated => Some("SubscriptionUpdated"),
-        Put::StartFromDiffers(_) => None,
+        Put::Updated if changed => Some("SubscriptionUpdated"),
+        Put::Updated | Put::StartFromDiffers(_) => None,
     };
     if let Some(action) = action {
         let what = serde_json::json!({"name": name, "settings": settings});
