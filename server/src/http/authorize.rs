@@ -320,11 +320,13 @@ pub fn credentials(headers: &axum::http::HeaderMap) -> Option<Credentials<'_>> {
 /// The value of the session cookie among a request's `Cookie` headers (the
 /// first, should there be several).
 pub fn session_cookie(headers: &axum::http::HeaderMap) -> Option<&str> {
+    // Split the bytes, not the text: another application's cookie with a
+    // non-ASCII value on the same site must not hide this one.
     headers
         .get_all(header::COOKIE)
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(';'))
+        .flat_map(|value| value.as_bytes().split(|b| *b == b';'))
+        .filter_map(|pair| std::str::from_utf8(pair).ok())
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(name, _)| *name == crate::auth::sessions::COOKIE)
         .map(|(_, value)| value.trim())
@@ -361,6 +363,16 @@ mod tests {
             (header::COOKIE, "strata_session=abc"),
         ]);
         assert_eq!(credentials(&both), Some(Credentials::Bearer("strata_x")));
+    }
+
+    #[test]
+    fn another_cookie_that_is_not_ascii_hides_nothing() {
+        let mut map = HeaderMap::new();
+        map.append(
+            header::COOKIE,
+            HeaderValue::from_bytes("name=m\u{fc}ller; strata_session=abc".as_bytes()).unwrap(),
+        );
+        assert_eq!(credentials(&map), Some(Credentials::Session("abc")));
     }
 
     #[test]

@@ -15,7 +15,8 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 pub enum JwksSource {
     /// A file, read once at start.
     File(PathBuf),
-    /// An `http://` or `https://` URL, fetched at start and refreshed.
+    /// An `https://` URL (`http://` on loopback only), fetched at start and
+    /// refreshed.
     Url(url::Url),
 }
 
@@ -28,9 +29,23 @@ impl JwksSource {
     /// What is wrong with `text`, for people.
     pub fn parse(text: &str) -> Result<JwksSource, String> {
         if text.starts_with("http://") || text.starts_with("https://") {
-            return url::Url::parse(text)
-                .map(JwksSource::Url)
-                .map_err(|e| format!("{text:?} is not a valid URL: {e}"));
+            let url =
+                url::Url::parse(text).map_err(|e| format!("{text:?} is not a valid URL: {e}"))?;
+            // Whoever is on the path of a plain-HTTP fetch could hand the
+            // node a signing key of their own.
+            let loopback = match url.host() {
+                Some(url::Host::Domain(name)) => name == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if url.scheme() == "http" && !loopback {
+                return Err(format!(
+                    "{text:?} is plain HTTP: anyone on the way could give the node keys of their \
+                     own; use the issuer's https:// URL"
+                ));
+            }
+            return Ok(JwksSource::Url(url));
         }
         if text.is_empty() {
             return Err("is empty: give a JWKS file or an https:// URL".into());
@@ -257,10 +272,19 @@ pub(super) async fn fetch(
     {
         return Err(format!("it is over {MAX_JWKS_BYTES} bytes"));
     }
-    let body = response
-        .bytes()
+    // Read with a running cap: a chunked answer has no length to check.
+    let mut response = response;
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
         .await
-        .map_err(|e| format!("its answer broke off: {e}"))?;
+        .map_err(|e| format!("its answer broke off: {e}"))?
+    {
+        if body.len() + chunk.len() > MAX_JWKS_BYTES {
+            return Err(format!("it is over {MAX_JWKS_BYTES} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
     parse(&body)
 }
 
@@ -318,5 +342,24 @@ mod tests {
             JwksSource::parse("https://idp.example/jwks").unwrap(),
             JwksSource::Url(_)
         ));
+    }
+
+    #[test]
+    fn plain_http_is_taken_on_loopback_only() {
+        for local in [
+            "http://127.0.0.1:8080/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:9/jwks",
+        ] {
+            assert!(
+                matches!(JwksSource::parse(local), Ok(JwksSource::Url(_))),
+                "{local}"
+            );
+        }
+        let err = JwksSource::parse("http://idp.example/jwks").unwrap_err();
+        assert!(
+            err.contains("plain HTTP") && err.contains("https://"),
+            "{err}"
+        );
     }
 }
