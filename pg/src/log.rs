@@ -169,16 +169,6 @@ pub struct AllFilter {
 }
 
 impl AllFilter {
-    /// Whether the filter lets everything through.
-    pub fn is_empty(&self) -> bool {
-        self.categories.is_empty()
-            && self.types.is_empty()
-            && self.correlation_id.is_none()
-            && self.stream.is_none()
-            && self.hidden_streams.is_empty()
-            && self.reserved
-    }
-
     /// Whether an event of `stream`, of `category` and `event_type`, passes
     /// the filter's category, type and stream rules (the live feed's
     /// check; a correlation id is not held there).
