@@ -472,11 +472,12 @@ async fn keys_from_a_url_are_retried_at_start_and_a_rotated_in_key_is_accepted()
     assert_eq!(status, StatusCode::OK, "the new key is fetched: {body}");
     let (status, _) = get(&node, "/all", &token("rsa-1", &read)).await;
     assert_eq!(status, StatusCode::OK, "the old key still works");
-    assert!(
-        node.logs().contains("JWT keys fetched again"),
-        "{}",
-        node.logs()
-    );
+    strata_tests::wait_until(
+        Duration::from_secs(10),
+        "the refetch to be logged",
+        || async { node.logs().contains("JWT keys fetched again") },
+    )
+    .await;
 }
 
 /// A refresh that fails keeps the keys fetched before, with a warning; an
@@ -501,11 +502,13 @@ async fn a_failed_refresh_keeps_the_old_keys() {
             .contains("\"ed-1\" is unknown"),
         "{body}"
     );
-    let logs = node.logs();
-    assert!(
-        logs.contains("could not be fetched again") && logs.contains("500"),
-        "a warning: {logs}"
-    );
+    // The node's log is read from its stderr as it comes: the warning may
+    // land a moment after the answer.
+    strata_tests::wait_until(Duration::from_secs(10), "the refresh's warning", || async {
+        let logs = node.logs();
+        logs.contains("could not be fetched again") && logs.contains("500")
+    })
+    .await;
     let (status, body) = get(&node, "/all", &token("ec-1", &read)).await;
     assert_eq!(status, StatusCode::OK, "the old keys stay: {body}");
     // Made-up key ids within 30 s: no more fetches.

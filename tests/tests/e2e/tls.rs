@@ -248,11 +248,11 @@ async fn the_sdk_with_the_ca_appends_reads_and_subscribes_over_https() {
     let db = TestDatabase::create().await;
     let pki = Pki::new("sdk");
     let node = tls_node(&db, &pki, &[]).await;
-    assert!(
-        node.logs().contains(&format!("https://{}", node.addr())),
-        "the advertised URL is https://: {}",
-        node.logs()
-    );
+    let advertised = format!("https://{}", node.addr());
+    wait_until(T, "the advertised URL to be https://", || async {
+        node.logs().contains(&advertised)
+    })
+    .await;
     let client = trusting_client(&node, &pki.ca);
     assert!(client.is_ready().await.unwrap());
 
